@@ -1,0 +1,195 @@
+"""The CLI's side of a session: create it, find or revive its worker, talk to it.
+
+This module is on the path of every ``exec``, so it imports only what a
+round trip needs (``json``, ``os``, ``socket``); starting a worker pulls in
+``subprocess`` and ``secrets`` when it happens.
+
+A worker that is gone (idle exit, killed, crashed, machine restarted) is
+started again transparently from the last checkpoint, and the command's JSON
+says so under ``worker_restarted``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+
+from . import paths
+from .errors import RLMError, SessionBusy, WorkerError
+
+HELLO_TIMEOUT_S = 900.0  # binding a gigabyte input on a slow disk takes a while
+EXIT_LOCKED = 75  # keep in step with worker.EXIT_LOCKED
+
+
+class WorkerGone(Exception):
+    """No worker answers on the session's socket."""
+
+
+class WorkerDied(Exception):
+    """The worker closed the connection before answering (it exited mid-request)."""
+
+
+def read_json(path: str, default=None):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return default
+
+
+def read_key(session_dir: str) -> str:
+    with open(os.path.join(session_dir, "key"), "rb") as f:
+        return f.read().decode().strip()
+
+
+def _connect(session_dir: str, timeout) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    path = os.path.join(session_dir, "worker.sock")
+    try:
+        if len(path.encode()) < 100:
+            sock.connect(path)
+        else:  # socket paths are limited to 108 bytes: connect relative to the folder
+            cwd = os.getcwd()
+            os.chdir(session_dir)
+            try:
+                sock.connect("worker.sock")
+            finally:
+                os.chdir(cwd)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise WorkerGone(str(exc)) from None
+    return sock
+
+
+def talk(session_dir: str, message: dict, *, timeout=None, on_progress=None) -> dict:
+    """Send one request; return the worker's final answer (progress lines go to ``on_progress``)."""
+    sock = _connect(session_dir, timeout)
+    message = dict(message, key=read_key(session_dir))
+    try:
+        with sock, sock.makefile("rwb") as stream:
+            stream.write(json.dumps(message).encode("utf-8") + b"\n")
+            stream.flush()
+            for line in stream:
+                answer = json.loads(line)
+                if "progress" in answer and len(answer) <= 2 and on_progress:
+                    on_progress(answer)
+                    continue
+                if "progress" in answer and len(answer) <= 2:
+                    continue
+                return answer
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise WorkerDied(str(exc)) from None
+    except socket.timeout:
+        raise WorkerError("the worker did not answer in time",
+                          "try 'rlm_repl.py status --session ID'; 'stop' then 'exec' restarts the worker") from None
+    raise WorkerDied("connection closed without an answer")
+
+
+def raise_worker_error(answer: dict) -> dict:
+    """Turn an ``{"error": ...}`` answer from the worker into the matching exception."""
+    error = answer.get("error")
+    if isinstance(error, dict) and "report" not in answer:
+        cls = SessionBusy if error.get("type") == "session_busy" else RLMError
+        exc = cls(error.get("message", "worker error"), error.get("hint"))
+        exc.type = error.get("type", exc.type)
+        raise exc
+    return answer
+
+
+# -- starting workers ----------------------------------------------------------
+
+def spawn_worker(session_dir: str) -> dict:
+    """Start a detached worker and wait until it answers; return its hello answer."""
+    import subprocess
+
+    meta = read_json(os.path.join(session_dir, "session.json"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = f"import sys; sys.path.insert(0, {root!r}); from rlmcore.worker import main; main({session_dir!r})"
+    cwd = meta.get("cwd") if meta and os.path.isdir(meta.get("cwd") or "") else session_dir
+    with paths.private_open(os.path.join(session_dir, "worker.log"), "a") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    return _await_hello(session_dir, proc)
+
+
+def _await_hello(session_dir: str, proc) -> dict:
+    deadline = time.monotonic() + HELLO_TIMEOUT_S
+    delay = 0.005
+    while time.monotonic() < deadline:
+        try:
+            return talk(session_dir, {"op": "hello"}, timeout=30)
+        except (WorkerGone, WorkerDied):
+            pass
+        code = proc.poll()
+        if code is not None and code != EXIT_LOCKED:
+            _raise_boot_error(session_dir, code)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)
+    raise WorkerError(f"the worker did not start within {HELLO_TIMEOUT_S:.0f} s",
+                      f"see {os.path.join(session_dir, 'worker.log')}")
+
+
+def _raise_boot_error(session_dir: str, code: int):
+    error = read_json(os.path.join(session_dir, "worker.error.json"))
+    if error:
+        exc = RLMError(error.get("message", "the worker failed to start"), error.get("hint"))
+        exc.type = error.get("type", "worker_error")
+        raise exc
+    raise WorkerError(f"the worker exited with status {code} while starting",
+                      f"see {os.path.join(session_dir, 'worker.log')}")
+
+
+def restart_note(hello: dict, why: str) -> dict:
+    info = dict(hello.get("restart") or {})
+    info["reason"] = why
+    return info
+
+
+def ensure_worker(session_dir: str):
+    """Return None when a worker answers, else start one and return the restart note."""
+    try:
+        talk(session_dir, {"op": "hello"}, timeout=30)
+        return None
+    except (WorkerGone, WorkerDied):
+        hello = spawn_worker(session_dir)
+        return restart_note(hello, "the worker was not running (idle exit, killed, crash or reboot); "
+                                   "it was started again from the last checkpoint")
+
+
+def wait_for_exit(session_dir: str, timeout: float = 10.0) -> None:
+    """Wait until no worker holds the session's lock (the old one has exited)."""
+    import fcntl
+    deadline = time.monotonic() + timeout
+    lock_path = os.path.join(session_dir, "worker.lock")
+    while time.monotonic() < deadline:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            os.close(fd)
+
+
+def stop_worker(session_dir: str) -> bool:
+    """Ask the worker to exit (kill it if it does not); return whether one was running."""
+    try:
+        talk(session_dir, {"op": "stop"}, timeout=10)
+    except (WorkerGone, WorkerDied):
+        return False
+    except WorkerError:
+        pid = read_json(os.path.join(session_dir, "worker.pid"))
+        if isinstance(pid, int):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+    wait_for_exit(session_dir)
+    return True

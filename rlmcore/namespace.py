@@ -1,0 +1,236 @@
+"""The session namespace: the bound input, the injected names, and exec reports.
+
+The namespace is the ``__dict__`` of a module registered as ``__main__`` in the
+worker, so classes defined by user code pickle by reference like in a script.
+Injected names (``context``, ``llm_query``, ``FINAL`` ...) are checked after
+every exec: code that deletes or rebinds one gets the original back and the
+report says so, because a model that clobbered ``llm_query`` should not be
+stuck for the rest of the session.
+"""
+from __future__ import annotations
+
+import builtins
+import functools
+import json
+import os
+import sys
+import time
+import types
+
+from .errors import LedgerError, RLMError
+from .helpers import make_helpers
+from .inputs import bind_inputs
+from .paths import atomic_write
+from .runner import format_error
+
+VARIABLES_SHOWN = 50
+FINAL_PREVIEW = 500
+
+
+def final_text(value) -> str:
+    """Strings as they are; other values as JSON where possible, else their repr."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=2)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def size_of(value):
+    if isinstance(value, (types.ModuleType, types.FunctionType, type)):
+        return None
+    try:
+        return len(value)
+    except Exception:
+        return sys.getsizeof(value, None)
+
+
+class Namespace:
+    def __init__(self, session_dir: str, meta: dict):
+        self.dir = session_dir
+        self.meta = meta
+        bound = bind_inputs(meta["inputs"], meta.get("globs") or [], cwd=meta.get("cwd"))
+        self.context = bound.context
+        self.context_files = bound.context_files
+        self.summary = bound.summary()
+        atomic_write(os.path.join(session_dir, "summary.json"), json.dumps(self.summary).encode())
+        self._open_ledger()
+        self.final = self._load_final()
+        self.exec_counter = 0
+        module = types.ModuleType("__main__")
+        sys.modules["__main__"] = module
+        self.ns = module.__dict__
+        self.ns["__builtins__"] = builtins
+        self.injected = self._make_injected()
+        self.protect()
+
+    # -- ledger and sub-calls --------------------------------------------------
+
+    def _open_ledger(self) -> None:
+        from .ledger import Ledger
+        from .subcalls import Engine
+        self.ledger, self.ledger_error, self.engine = None, None, None
+        try:
+            self.ledger = Ledger(os.path.join(self.dir, "ledger.sqlite"))
+            self.engine = Engine(self.ledger, model=self.meta.get("model"))
+        except LedgerError as exc:
+            self.ledger_error = exc  # execs still work; sub-calls refuse until the ledger is mended
+
+    def _engine(self):
+        if self.engine is None:
+            raise self.ledger_error
+        return self.engine
+
+    def interrupted_execs(self) -> list:
+        if self.ledger is None:
+            return []
+        return list(self.ledger.interrupt_running_execs() or [])
+
+    def begin_exec(self, code: str, dry_run: bool) -> int:
+        if self.ledger is not None:
+            exec_id = self.ledger.begin_exec(code)
+        else:
+            self.exec_counter += 1
+            exec_id = self.exec_counter
+        if self.engine is not None:
+            self.engine.exec_id = exec_id
+            self.engine.dry_run = dry_run or _env_dry_run()
+        return exec_id
+
+    def progress(self):
+        return getattr(self.engine, "progress", None)
+
+    # -- injected names --------------------------------------------------------
+
+    def _make_injected(self) -> dict:
+        from .subcalls import Engine
+
+        def llm_query(prompt, **kwargs):
+            return self._engine().llm_query(prompt, **kwargs)
+
+        def llm_query_batch(prompts, **kwargs):
+            return self._engine().llm_query_batch(prompts, **kwargs)
+
+        functools.update_wrapper(llm_query, Engine.llm_query)
+        functools.update_wrapper(llm_query_batch, Engine.llm_query_batch)
+        names = make_helpers(lambda: self.context, lambda: self.context_files, lambda: self.ns)
+        names.update(llm_query=llm_query, llm_query_batch=llm_query_batch,
+                     FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, budget=self.budget)
+        return names
+
+    def injected_names(self) -> set:
+        return set(self.injected) | {"context", "context_files", "__builtins__"}
+
+    def protect(self) -> list:
+        """Put back injected names that user code deleted or rebound; return their names."""
+        fixed = []
+        expected = dict(self.injected, context=self.context, context_files=self.context_files,
+                        __builtins__=builtins)
+        for name, value in expected.items():
+            if self.ns.get(name) is not value:
+                if name in self.ns:
+                    fixed.append(name)
+                self.ns[name] = value
+        if "print" in self.ns:
+            del self.ns["print"]
+            fixed.append("print")
+        return fixed
+
+    def FINAL(self, value) -> None:
+        """Set the final answer. Strings are kept as they are; other values become JSON (else their repr)."""
+        text = final_text(value)
+        self.final = {"text": text, "set_at": time.time(), "exec_id": getattr(self.engine, "exec_id", None)}
+        atomic_write(os.path.join(self.dir, "final.json"), json.dumps(self.final, ensure_ascii=False).encode())
+        print(f"[final answer set: {len(text):,} characters]")
+
+    def FINAL_VAR(self, name) -> None:
+        """Set the final answer to the variable called ``name`` (a string): locals first, then globals."""
+        if not isinstance(name, str):
+            raise TypeError("FINAL_VAR takes the variable's NAME as a string, e.g. FINAL_VAR('answer'); "
+                            "to hand over a value directly use FINAL(value)")
+        caller = sys._getframe(1)
+        for scope in (caller.f_locals, self.ns):
+            if name in scope:
+                return self.FINAL(scope[name])
+        names = ", ".join(sorted(self.user_names())[:40]) or "(none)"
+        raise NameError(f"FINAL_VAR: no variable named {name!r}. Variables that exist: {names}")
+
+    def budget(self) -> dict:
+        """The spend so far and the limits of this session (calls, USD, tokens)."""
+        if self.ledger is None:
+            raise self.ledger_error
+        return self.ledger.budget()
+
+    def _load_final(self):
+        try:
+            with open(os.path.join(self.dir, "final.json"), "rb") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+
+    # -- reporting ---------------------------------------------------------
+
+    def user_names(self) -> list:
+        skip = self.injected_names()
+        return [n for n, v in self.ns.items()
+                if not n.startswith("_") and n not in skip and not isinstance(v, types.ModuleType)]
+
+    def variables(self):
+        names = sorted(self.user_names())
+        shown = [{"name": n, "type": type(self.ns[n]).__name__, "size": size_of(self.ns[n])}
+                 for n in names[:VARIABLES_SHOWN]]
+        return shown, len(names)
+
+    def report(self, job, capture, exc, *, timed_out: bool, dropped: list, fixed: list) -> dict:
+        report = {"ok": exc is None, "exec_id": job.exec_id}
+        for stream in ("stdout", "stderr"):
+            out = getattr(capture, stream).result() if capture else {"text": "", "truncated": False,
+                                                                     "chars": 0, "path": None}
+            report.update({stream: out["text"], f"{stream}_truncated": out["truncated"],
+                           f"{stream}_chars": out["chars"], f"{stream}_path": out["path"]})
+        report["error"] = format_error(exc, f"<exec {job.exec_id}>") if exc is not None else None
+        report["timed_out"] = timed_out
+        report["variables"], report["variables_total"] = self.variables()
+        report["final"] = self.final_summary()
+        report["calls"], report["budget"] = self._spend(job.exec_id)
+        report["dropped"] = dropped
+        if fixed:
+            report["restored_names"] = fixed
+            report["notes"] = [f"the code deleted or rebound {', '.join(fixed)}; the original was put back "
+                               "(keep your own values under other names)"]
+        if job.dry_run or _env_dry_run():
+            report["dry_run"] = True
+        report["elapsed_s"] = round(time.time() - job.started, 3)
+        self._end_exec(job.exec_id, report)
+        return report
+
+    def final_summary(self):
+        if not self.final:
+            return None
+        text = self.final["text"]
+        return {"chars": len(text), "preview": text[:FINAL_PREVIEW]}
+
+    def _spend(self, exec_id):
+        if self.ledger is None:
+            return None, {"error": self.ledger_error.to_json()}
+        try:
+            return self.ledger.exec_calls(exec_id), self.ledger.budget()
+        except RLMError as exc:
+            return None, {"error": exc.to_json()}
+
+    def _end_exec(self, exec_id, report) -> None:
+        if self.ledger is None:
+            return
+        error = report["error"]
+        outcome = "timeout" if report["timed_out"] else ("error" if error else "ok")
+        try:
+            self.ledger.end_exec(exec_id, outcome=outcome, stdout_chars=report["stdout_chars"],
+                                 error_type=error["type"] if error else None)
+        except RLMError:
+            pass  # the report still reaches the user; the ledger's own error shows in budget
+
+
+def _env_dry_run() -> bool:
+    from .config import dry_run
+    return dry_run()

@@ -1,0 +1,201 @@
+"""Running one piece of user code in the session namespace.
+
+The code is parsed once; a final bare expression is evaluated separately and
+its repr printed, as a notebook does. ``sys.stdout``/``sys.stderr`` are
+replaced by captures that keep the head and tail in memory and stream
+everything to a spill file once the output grows, so 100 MB of prints costs
+disk, not memory, and the model sees a bounded excerpt with a marker. The
+source is registered with ``linecache`` under a name like ``<exec 3>`` so
+tracebacks show the user's own lines; the runner's frames are cut off.
+"""
+from __future__ import annotations
+
+import ast
+import collections
+import linecache
+import os
+import sys
+import threading
+import traceback
+
+from .paths import private_open
+
+MESSAGE_MAX = 2000  # an exception message longer than this is cut: a 50 KB message must not reach the model whole
+TRACEBACK_MAX = 6000
+SPILL_AT = 1 << 20  # keep up to 1 MiB in memory before streaming to disk
+
+
+class ExecTimeout(BaseException):
+    """Raised in the exec thread when ``--timeout`` expires."""
+
+
+class OutputCapture:
+    """A text stream that keeps head and tail and spills the whole to a file."""
+
+    def __init__(self, spill_path: str, max_chars: int):
+        self.spill_path = spill_path
+        self.head_max = max_chars // 2
+        self.tail_max = max_chars - self.head_max
+        self.max_chars = max_chars
+        self.total = 0
+        self._head: list = []
+        self._head_len = 0
+        self._tail: collections.deque = collections.deque()
+        self._tail_len = 0
+        self._buffer: list = []
+        self._buffer_len = 0
+        self._spill = None
+        self._spill_at = max(SPILL_AT, max_chars + 1)  # so spilling always means truncated
+        self._lock = threading.Lock()
+
+    # the file-like surface libraries expect
+    encoding = "utf-8"
+    errors = "replace"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        raise OSError("captured output has no file descriptor")
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def write(self, s) -> int:
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if not s:
+            return 0
+        with self._lock:
+            self.total += len(s)
+            self._keep_head_and_tail(s)
+            self._keep_all(s)
+        return len(s)
+
+    def _keep_head_and_tail(self, s: str) -> None:
+        if self._head_len < self.head_max:
+            part = s[: self.head_max - self._head_len]
+            self._head.append(part)
+            self._head_len += len(part)
+        self._tail.append(s)
+        self._tail_len += len(s)
+        while self._tail_len - len(self._tail[0]) >= self.tail_max:
+            self._tail_len -= len(self._tail.popleft())
+
+    def _keep_all(self, s: str) -> None:
+        if self._spill is not None:
+            self._spill.write(s)
+            return
+        self._buffer.append(s)
+        self._buffer_len += len(s)
+        if self._buffer_len > self._spill_at:
+            self._open_spill()
+
+    def _open_spill(self) -> None:
+        os.makedirs(os.path.dirname(self.spill_path), mode=0o700, exist_ok=True)
+        self._spill = private_open(self.spill_path, "w", encoding="utf-8", errors="replace")
+        self._spill.write("".join(self._buffer))
+        self._buffer = []
+
+    def result(self) -> dict:
+        """``{text, truncated, chars, path}``; closes the spill file."""
+        with self._lock:
+            if self.total <= self.max_chars:
+                return {"text": "".join(self._buffer), "truncated": False, "chars": self.total, "path": None}
+            if self._spill is None:
+                self._open_spill()
+            self._spill.close()
+            return {"text": self._excerpt(), "truncated": True, "chars": self.total, "path": self.spill_path}
+
+    def _excerpt(self) -> str:
+        head = "".join(self._head)
+        tail = "".join(self._tail)[-self.tail_max:]
+        left_out = self.total - len(head) - len(tail)
+        marker = (f"\n[... {left_out:,} of {self.total:,} characters left out here; "
+                  f"the full text is in {self.spill_path} ...]\n")
+        return head + marker + tail
+
+
+def cut_middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters left out ...]\n{text[-half:]}"
+
+
+def format_error(exc: BaseException, filename: str) -> dict:
+    """``{type, message, traceback}`` showing only frames from the user's code onwards."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError) and exc.filename == filename:
+        tb = None
+    lines = traceback.format_exception(type(exc), exc, tb)
+    message = str(exc)
+    if isinstance(exc, SystemExit):
+        message = f"SystemExit({exc.code!r}): the code called sys.exit(); the session keeps running"
+    return {
+        "type": type(exc).__name__,
+        "message": cut_middle(message, MESSAGE_MAX),
+        "traceback": cut_middle("".join(lines), TRACEBACK_MAX),
+    }
+
+
+def split_last_expression(tree: ast.Module):
+    """Return (body module, last expression or None)."""
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = tree.body.pop()
+        return tree, ast.Expression(body=last.value)
+    return tree, None
+
+
+def run_code(code: str, namespace: dict, filename: str) -> BaseException | None:
+    """Execute ``code`` in ``namespace``; return the exception it raised, if any.
+
+    Output goes to whatever ``sys.stdout`` is at the time (the caller installs
+    the captures). ``ExecTimeout`` is returned like any other exception.
+    """
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    try:
+        tree = ast.parse(code, filename, "exec")
+        body, last = split_last_expression(tree)
+        exec(compile(body, filename, "exec"), namespace)
+        if last is not None:
+            value = eval(compile(last, filename, "eval"), namespace)
+            if value is not None:
+                print(repr_limited(value))
+    except BaseException as exc:  # noqa: B902 - user code may raise anything, SystemExit included
+        return exc
+    return None
+
+
+def repr_limited(value, limit: int = 100_000) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the exec
+        text = f"<{type(value).__name__} object; repr() failed: {exc}>"
+    return cut_middle(text, limit)
+
+
+class Captured:
+    """Context manager installing stdout/stderr captures for one exec."""
+
+    def __init__(self, out_dir: str, exec_id, max_chars: int):
+        self.stdout = OutputCapture(os.path.join(out_dir, f"exec-{exec_id}.stdout.txt"), max_chars)
+        self.stderr = OutputCapture(os.path.join(out_dir, f"exec-{exec_id}.stderr.txt"), max_chars)
+
+    def __enter__(self):
+        self._saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self.stdout, self.stderr
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout, sys.stderr = self._saved
+        return False

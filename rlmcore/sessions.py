@@ -1,0 +1,231 @@
+"""Session commands as library calls: each returns the dict the CLI prints.
+
+``start`` writes the session folder (key, ``session.json``, ledger with its
+limits) and starts the worker, which binds the input and answers with the
+summary. ``exec``/``wait`` go through the worker; ``status``, ``list``,
+``budget`` and ``final`` read the files directly, so they answer even while a
+long batch runs or when no worker lives.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+from . import client, config, paths
+from .errors import InputError, NoFinal, SessionExists, WorkerError
+
+RESTART_MID_EXEC = ("the worker exited while the exec ran (os._exit(), a crash or a kill); "
+                    "it was started again from the last checkpoint")
+RESTART_REPLACED = ("the code ignored the timeout interrupt, so its worker was replaced by a new one "
+                    "started from the last checkpoint")
+
+
+def new_session_id() -> str:
+    import secrets
+    return time.strftime("s%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def start(inputs: list, globs: list, session_id=None, model=None, limits=None, force=False,
+          max_depth=None) -> dict:
+    session_id = paths.validate_session_id(session_id) if session_id else new_session_id()
+    sdir = paths.session_dir(session_id, must_exist=False)
+    if os.path.lexists(sdir):
+        if not force:
+            raise SessionExists(f"a session named {session_id!r} already exists",
+                                "pass --force to replace it, choose another --session, or 'stop' it first")
+        client.stop_worker(sdir)
+        remove_session_dir(sdir)
+    for path in inputs:
+        if not os.path.exists(path):
+            raise InputError(f"input path {path!r} does not exist",
+                             "check the path (relative paths are taken from the current folder)")
+    _write_session(sdir, session_id, inputs, globs, model, max_depth)
+    try:
+        budget = _create_ledger(sdir, limits or {})
+        hello = client.spawn_worker(sdir)
+    except BaseException:
+        remove_session_dir(sdir)
+        raise
+    out = {"session": session_id, "session_dir": sdir, "model": _read_meta(sdir)["model"]}
+    out.update(hello["summary"])
+    out["budget"] = budget
+    return out
+
+
+def _write_session(sdir, session_id, inputs, globs, model, max_depth) -> None:
+    import secrets
+    paths.ensure_private_dir(sdir)
+    paths.atomic_write(os.path.join(sdir, "key"), secrets.token_hex(32).encode())
+    meta = {
+        "id": session_id, "created": time.time(), "cwd": os.getcwd(),
+        "inputs": [os.path.abspath(p) for p in inputs], "globs": list(globs or []),
+        "model": model or config.default_model(),
+        "max_depth": config.DEFAULT_MAX_DEPTH if max_depth is None else max_depth,
+    }
+    paths.atomic_write(os.path.join(sdir, "session.json"), json.dumps(meta, indent=1).encode())
+
+
+def _create_ledger(sdir: str, limits: dict) -> dict:
+    from .ledger import Ledger
+    merged = config.default_limits()
+    merged.update(limits)  # None lifts a limit
+    ledger = Ledger(os.path.join(sdir, "ledger.sqlite"), create=True)
+    try:
+        ledger.set_limits(**merged)
+        return ledger.budget()
+    finally:
+        ledger.close()
+
+
+def remove_session_dir(sdir: str) -> None:
+    """Remove one session folder; never follow a link out of RLM_HOME."""
+    sessions = os.path.join(paths.rlm_home(), "sessions")
+    if os.path.dirname(os.path.abspath(sdir)) != sessions:
+        raise WorkerError(f"refusing to remove {sdir!r}: not a session folder of {sessions}")
+    if os.path.islink(sdir):
+        os.unlink(sdir)
+    elif os.path.isdir(sdir):
+        shutil.rmtree(sdir)
+
+
+def _read_meta(sdir: str) -> dict:
+    return client.read_json(os.path.join(sdir, "session.json"), {})
+
+
+# -- exec and wait --------------------------------------------------------------
+
+def execute(session_id: str, code: str, wait=None, timeout=None, dry_run=False, on_progress=None) -> dict:
+    sdir = paths.session_dir(session_id)
+    message = {"op": "exec", "code": code, "wait": wait or config.DEFAULT_WAIT,
+               "timeout": timeout or config.exec_timeout(), "dry_run": dry_run,
+               "progress": on_progress is not None}
+    return _through_worker(sdir, message, on_progress)
+
+
+def wait(session_id: str, wait=None, on_progress=None) -> dict:
+    sdir = paths.session_dir(session_id)
+    message = {"op": "wait", "wait": wait or config.DEFAULT_WAIT, "progress": on_progress is not None}
+    return _through_worker(sdir, message, on_progress)
+
+
+def _through_worker(sdir: str, message: dict, on_progress) -> dict:
+    restarted = None
+    long_enough = float(message["wait"]) + 60
+    try:
+        answer = client.talk(sdir, message, timeout=long_enough, on_progress=on_progress)
+    except client.WorkerGone:
+        restarted = client.restart_note(client.spawn_worker(sdir), "the worker was not running (idle exit, "
+                                        "killed, crash or reboot); it was started again from the last checkpoint")
+        answer = client.talk(sdir, message, timeout=long_enough, on_progress=on_progress)
+    except client.WorkerDied:
+        client.wait_for_exit(sdir)
+        restarted = client.restart_note(client.spawn_worker(sdir), RESTART_MID_EXEC)
+        answer = client.talk(sdir, {"op": "wait", "wait": 0.01}, timeout=60)
+    client.raise_worker_error(answer)
+    out = answer.get("report") or answer
+    if out.get("worker_replaced"):
+        client.wait_for_exit(sdir)
+        restarted = client.restart_note(client.spawn_worker(sdir), RESTART_REPLACED)
+    if restarted:
+        out["worker_restarted"] = restarted
+    return out
+
+
+# -- reading the session folder ---------------------------------------------------
+
+def final_text(session_id: str) -> str:
+    sdir = paths.session_dir(session_id)
+    final = client.read_json(os.path.join(sdir, "final.json"))
+    if not final:
+        raise NoFinal(f"session {session_id!r} has no final answer yet",
+                      "set one inside the REPL with FINAL(value) or FINAL_VAR('name')")
+    return final["text"]
+
+
+def _ledger(sdir: str):
+    from .ledger import Ledger
+    return Ledger(os.path.join(sdir, "ledger.sqlite"))
+
+
+def status(session_id: str) -> dict:
+    sdir = paths.session_dir(session_id)
+    meta = _read_meta(sdir)
+    out = {"session": session_id, "session_dir": sdir, "created": meta.get("created"),
+           "model": meta.get("model"), "inputs": meta.get("inputs"), "globs": meta.get("globs"),
+           "input": client.read_json(os.path.join(sdir, "summary.json"))}
+    for key in ("preview", "files_preview"):
+        (out["input"] or {}).pop(key, None)
+    ledger = _ledger(sdir)
+    try:
+        out["budget"], out["totals"] = ledger.budget(), ledger.totals()
+    finally:
+        ledger.close()
+    out["final"] = os.path.exists(os.path.join(sdir, "final.json"))
+    out["worker"] = _worker_status(sdir)
+    return out
+
+
+def _worker_status(sdir: str) -> dict:
+    try:
+        answer = client.talk(sdir, {"op": "status"}, timeout=10)
+    except (client.WorkerGone, client.WorkerDied, WorkerError):
+        manifest = client.read_json(os.path.join(sdir, "checkpoint", "manifest.json"), {})
+        return {"alive": False, "checkpointed_variables": sorted((manifest.get("vars") or {}))}
+    answer.pop("ok", None)
+    variables, total = answer.pop("variables", ([], 0))
+    return dict(answer, alive=True, variables=variables, variables_total=total)
+
+
+def list_sessions() -> dict:
+    root = os.path.join(paths.rlm_home(), "sessions")
+    rows = []
+    for name in sorted(os.listdir(root)):
+        sdir = os.path.join(root, name)
+        meta = client.read_json(os.path.join(sdir, "session.json"))
+        if not meta or not paths.SESSION_ID_RE.match(name):
+            continue
+        rows.append({"session": name, "created": meta.get("created"), "last_used": _last_used(sdir),
+                     "usd": _spent_usd(sdir), "final": os.path.exists(os.path.join(sdir, "final.json"))})
+    return {"sessions": rows, "count": len(rows)}
+
+
+def _last_used(sdir: str) -> float:
+    times = []
+    for name in ("session.json", "last_report.json", "ledger.sqlite-wal", "ledger.sqlite"):
+        try:
+            times.append(os.stat(os.path.join(sdir, name)).st_mtime)
+        except OSError:
+            pass
+    return max(times) if times else None
+
+
+def _spent_usd(sdir: str):
+    try:
+        ledger = _ledger(sdir)
+    except Exception:
+        return None
+    try:
+        return ledger.budget()["spent"]["usd"]
+    finally:
+        ledger.close()
+
+
+def budget(session_id: str, limits: dict) -> dict:
+    sdir = paths.session_dir(session_id)
+    ledger = _ledger(sdir)
+    try:
+        if limits:
+            ledger.set_limits(**limits)
+        return {"session": session_id, "budget": ledger.budget(), "totals": ledger.totals()}
+    finally:
+        ledger.close()
+
+
+def stop(session_id: str, keep: bool = False) -> dict:
+    sdir = paths.session_dir(session_id)
+    was_running = client.stop_worker(sdir)
+    if not keep:
+        remove_session_dir(sdir)
+    return {"session": session_id, "stopped": was_running, "removed": not keep}
