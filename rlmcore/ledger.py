@@ -48,6 +48,8 @@ Schema (``trace`` reads these tables directly; times are Unix seconds):
     execs(id INTEGER PRIMARY KEY, code TEXT, started REAL, ended REAL,
           outcome TEXT (running|ok|error|timeout|interrupted),
           stdout_chars INTEGER, error_type TEXT)
+    index calls_summary(exec_id, status, attempts, the four token columns, usd):
+        covers the per-exec and whole-session summaries, so they never read the call rows.
 """
 from __future__ import annotations
 
@@ -105,25 +107,22 @@ MIGRATIONS = [
             cache_creation_input_tokens INTEGER NOT NULL DEFAULT 0,
             usd REAL NOT NULL DEFAULT 0, started REAL, latency_s REAL,
             error_type TEXT, error TEXT, stop_reason TEXT, request_id TEXT, request_hash TEXT);
-        CREATE INDEX calls_exec ON calls (exec_id, status);
+        CREATE INDEX calls_summary ON calls (exec_id, status, attempts, input_tokens, output_tokens,
+            cache_read_input_tokens, cache_creation_input_tokens, usd);
         CREATE TABLE responses (request_hash TEXT PRIMARY KEY, response TEXT NOT NULL, created REAL NOT NULL);
         CREATE TABLE execs (
             id INTEGER PRIMARY KEY, code TEXT NOT NULL, started REAL NOT NULL, ended REAL,
             outcome TEXT NOT NULL DEFAULT 'running', stdout_chars INTEGER NOT NULL DEFAULT 0,
             error_type TEXT);
-        CREATE INDEX execs_outcome ON execs (outcome);
     """),
 ]
 
-# One pass over the calls (of one exec, or all) gives every figure of a summary.
-_SUMMARY_SELECT = """
-    SELECT {key} TOTAL(sent), TOTAL(status IN ('error', 'budget')),
-           TOTAL(CASE WHEN sent AND attempts > 1 THEN attempts - 1 END),
-           TOTAL(sent * input_tokens), TOTAL(sent * output_tokens),
-           TOTAL(sent * cache_read_input_tokens), TOTAL(sent * cache_creation_input_tokens),
-           TOTAL(CASE WHEN sent THEN usd END), TOTAL(status = 'reused'),
-           TOTAL(status = 'dry_run'), TOTAL(CASE WHEN status = 'dry_run' THEN usd END)
-    FROM (SELECT *, status IN ('ok', 'error') AS sent FROM calls {where}) {group}
+# Per (exec, status) sums; the covering index calls_summary answers this without touching the table
+# rows, in index order, so totals over 100,000 calls read one narrow index and sort nothing.
+_GROUPS_SELECT = """
+    SELECT exec_id, status, COUNT(*), TOTAL(MAX(attempts - 1, 0)), TOTAL(input_tokens), TOTAL(output_tokens),
+           TOTAL(cache_read_input_tokens), TOTAL(cache_creation_input_tokens), TOTAL(usd)
+    FROM calls {where} GROUP BY exec_id, status
 """
 SUMMARY_KEYS = ("count", "failed", "retries", "input_tokens", "output_tokens", "cache_read_tokens",
                 "cache_write_tokens", "usd", "reused", "dry_run", "dry_run_usd")
@@ -391,19 +390,19 @@ class Ledger:
 
     @_guarded
     def exec_calls(self, exec_id: int) -> dict:
-        sql = _SUMMARY_SELECT.format(key="", where="WHERE exec_id = ?", group="")
-        return _summary(self._conn.execute(sql, (exec_id,)).fetchone())
+        return _summary(self._conn.execute(_GROUPS_SELECT.format(where="WHERE exec_id = ?"), (exec_id,)))
 
     @_guarded
     def totals(self) -> dict:
-        return _summary(self._conn.execute(_SUMMARY_SELECT.format(key="", where="", group="")).fetchone())
+        return _summary(self._conn.execute(_GROUPS_SELECT.format(where="")))
 
     @_guarded
     def exec_summaries(self) -> dict:
         """{exec_id: summary} for every exec with calls (key None: calls made outside an exec)."""
-        sql = _SUMMARY_SELECT.format(key="exec_id,", where="", group="GROUP BY exec_id")
-        rows = self._conn.execute(sql)
-        return {r[0]: _summary(r[1:]) for r in rows}
+        by_exec = {}
+        for row in self._conn.execute(_GROUPS_SELECT.format(where="")):
+            by_exec.setdefault(row[0], []).append(row)
+        return {exec_id: _summary(rows) for exec_id, rows in by_exec.items()}
 
     # ---- exec history --------------------------------------------------
 
@@ -611,8 +610,26 @@ def _insert_call(db, row: dict) -> int:
     return db.execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", tuple(row.values())).lastrowid
 
 
-def _summary(row) -> dict:
-    out = dict(zip(SUMMARY_KEYS, row))
-    for k in SUMMARY_KEYS:
-        out[k] = round(out[k], 9) if k in ("usd", "dry_run_usd") else int(out[k])
+def _summary(groups) -> dict:
+    """Fold (exec_id, status, count, retries, tokens..., usd) groups into the figures of one summary."""
+    out = dict.fromkeys(SUMMARY_KEYS, 0)
+    out["usd"] = out["dry_run_usd"] = 0.0
+    for _, status, count, retries, inp, outp, cread, cwrite, usd in groups:
+        if status in SENT:
+            out["count"] += count
+            out["retries"] += int(retries)
+            out["input_tokens"] += int(inp)
+            out["output_tokens"] += int(outp)
+            out["cache_read_tokens"] += int(cread)
+            out["cache_write_tokens"] += int(cwrite)
+            out["usd"] += usd
+        if status in ("error", "budget"):
+            out["failed"] += count
+        if status == "reused":
+            out["reused"] += count
+        if status == "dry_run":
+            out["dry_run"] += count
+            out["dry_run_usd"] += usd
+    out["usd"] = round(out["usd"], 9)
+    out["dry_run_usd"] = round(out["dry_run_usd"], 9)
     return out
