@@ -19,9 +19,12 @@ and inserts the reservation in the same write transaction, so no interleaving
 of threads or processes can reserve past a limit. ``finish_call`` swaps the
 reservation for the real cost in one transaction. Money is kept in integer
 nano-dollars (USD x 10^9) so sums are exact: in floats, three reservations of
-0.1 would not fit a 0.3 limit. A reservation records its owner's pid; one left
-behind by a crashed process is dropped by the next ``reserve`` once that pid
-is gone, otherwise it would hold back budget forever.
+0.1 would not fit a 0.3 limit. The spend lives in the ``budget`` row, kept in
+step with ``calls`` by the same transactions, so a check never sums the calls.
+A reservation records its owner's pid; one left behind by a crashed process
+is dropped by the next ``reserve`` once that pid is gone, otherwise it would
+hold back budget forever. (Should the pid be reused meanwhile, the reservation
+waits for that process to end: it errs towards refusing, never overspending.)
 
 Damage. A truncated or garbage file raises ``LedgerError`` naming the file; it
 is never recreated silently, since a fresh ledger would forget the spend.
