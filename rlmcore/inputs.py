@@ -313,6 +313,7 @@ class _Collector:
         self.warnings = []
         self.seen = {}        # (st_dev, st_ino) -> display path of the file read
         self.folder_inputs = 0
+        self.pruned = 0       # folders of the current input no glob can reach
 
     # -- paths
     def display(self, path: str) -> str:
@@ -347,7 +348,7 @@ class _Collector:
     def add_folder(self, raw: str, root: str, display: str) -> None:
         self.folder_inputs += 1
         first_skip = len(self.skipped)
-        matched = unmatched = 0
+        matched = unmatched = self.pruned = 0
         stack = [_Dir(root, "", (os.path.realpath(root),))]
         while stack:
             item = stack.pop()
@@ -358,9 +359,11 @@ class _Collector:
             else:
                 matched += 1
                 self.read_file(item.path, _join(display, item.rel))
-        if unmatched:
-            self.skip(display, f"{_plural(unmatched, 'file')} matched no --glob ({_globs_text(self.globs)}); "
-                               "folders no glob can reach were not walked")
+        left = [f"{_plural(unmatched, 'file')} matched no --glob"] if unmatched else []
+        if self.pruned:
+            left.append(f"{_plural(self.pruned, 'folder')} not walked, as no --glob can match in them")
+        if left:
+            self.skip(display, f"{' and '.join(left)} ({_globs_text(self.globs)})")
         if not matched:
             what = f" matching --glob {_globs_text(self.globs)}" if self.globs else ""
             raise InputError(
@@ -397,7 +400,8 @@ class _Collector:
         try:
             if entry.is_dir():
                 if self.globs and not any(g.reaches(rel) for g in self.globs):
-                    return None  # no glob can match below it: the unmatched entry covers it
+                    self.pruned += 1  # no glob can match below it: counted in the input's entry
+                    return None
                 if entry.is_symlink():
                     return self.follow_link(folder, entry, rel, display)
                 return _Dir(entry.path, rel, folder.ancestors + (os.path.join(folder.ancestors[-1], entry.name),))
