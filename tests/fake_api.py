@@ -19,6 +19,8 @@ Design
 * Faults (``fail_next``, ``set_faults``) are taken before validation; faulted requests bill nothing and never
   touch the cache. A "reset" closes the socket with an RST and no response; a "slow" one waits ``slow_s`` seconds
   (longer than the client's timeout) before answering.
+* An answer cut at ``max_tokens`` reports ``output_tokens == max_tokens``; otherwise output is the fake tokens of
+  the thinking plus the text.
 * Latency applies to 200 answers only; errors answer at once. Rate-limit headers are sent only when an rpm
   limit is set.
 
@@ -483,9 +485,11 @@ class FakeAPI:
     """The fake API server; starts serving on construction, stops on close() or leaving a `with` block."""
 
     def __init__(self, latency: float | Callable = 0.0, reader: bool = False, rpm_limit: int | None = None,
-                 keys: Any = None, seed: int = 0, clock: Callable[[], float] = time.monotonic, port: int = 0):
+                 keys: Any = None, seed: int = 0, clock: Callable[[], float] = time.monotonic, port: int = 0,
+                 keep_bodies: bool = True):
         self.clock = clock
         self.latency, self.reader, self.rpm_limit = latency, reader, rpm_limit
+        self.keep_bodies = keep_bodies  # off for long benchmarks with big prompts: stats()["received"] stays empty
         self.keys = set(keys) if keys is not None else None
         self._lock = threading.Lock()
         self._responder: Callable | None = None
@@ -499,7 +503,7 @@ class FakeAPI:
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.api = self
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="fake-api", daemon=True)
         self._thread.start()
 
@@ -518,9 +522,9 @@ class FakeAPI:
             self._server = None
 
     def configure(self, **settings) -> None:
-        """Change latency, reader, rpm_limit or keys while serving."""
+        """Change latency, reader, rpm_limit, keys or keep_bodies while serving."""
         for name, value in settings.items():
-            if name not in ("latency", "reader", "rpm_limit", "keys"):
+            if name not in ("latency", "reader", "rpm_limit", "keys", "keep_bodies"):
                 raise TypeError(f"configure() got an unknown setting {name!r}")
             setattr(self, name, set(value) if name == "keys" and value is not None else value)
 
@@ -599,18 +603,17 @@ class FakeAPI:
             self._in_flight += 1
             self._stats["peak_concurrency"] = max(self._stats["peak_concurrency"], self._in_flight)
 
-    def leave(self) -> None:
+    def leave(self, ready_keys: tuple = ()) -> None:
+        """A response begins (or the request ends without one): the cache entries it wrote become usable.
+
+        Called before the response is written, so a client that has its answer is never counted in flight.
+        """
         with self._lock:
             self._in_flight -= 1
-
-    def began(self, keys: tuple) -> None:
-        """The response of a request is beginning: the cache entries it wrote become usable."""
-        if keys:
-            with self._lock:
-                for key in keys:
-                    entry = self._cache.get(key)
-                    if entry is not None:
-                        entry.ready = True
+            for key in ready_keys:
+                entry = self._cache.get(key)
+                if entry is not None:
+                    entry.ready = True
 
     def _messages(self, headers: dict, raw: bytes | None) -> _Result:
         now = self.clock()
@@ -620,7 +623,7 @@ class FakeAPI:
             s = self._stats
             s["requests"] += 1
             s["headers"].append(headers)
-            if body is not None:
+            if body is not None and self.keep_bodies:
                 s["received"].append(body)
             if prompt is not None:
                 s["by_prompt"][prompt] += 1
@@ -844,8 +847,8 @@ def _content(req: _Request, reply: str, thinking: str) -> tuple:
         part, cut = _fit(thinking, req.max_tokens, req.model)
         used = fake_tokens(part, req.model)
         content.append({"type": "thinking", "thinking": part, "signature": "x"})
-        if cut:
-            return content, used, "max_tokens", None
+        if cut:  # a cut answer used every token it was allowed, as the real API reports
+            return content, req.max_tokens, "max_tokens", None
     stop_sequence = None
     for sequence in req.stop_sequences:
         at = reply.find(sequence)
@@ -858,7 +861,7 @@ def _content(req: _Request, reply: str, thinking: str) -> tuple:
         content.append({"type": "text", "text": part})
     used += fake_tokens(part, req.model)
     if cut:
-        return content, used, "max_tokens", None
+        return content, req.max_tokens, "max_tokens", None
     return content, used, ("stop_sequence" if stop_sequence else "end_turn"), stop_sequence
 
 
@@ -911,21 +914,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         api = self.server.api
         api.enter()
+        in_flight = True
         try:
             raw = self._read_body()
             headers = {name.lower(): value for name, value in self.headers.items()}
             result = api.handle(method, self.path, headers, raw)
-            if result.reset:
-                self._reset()
-                return
             if result.delay > 0:
                 time.sleep(result.delay)
-            api.began(result.ready_keys)
-            self._send(result)
+            api.leave(result.ready_keys)
+            in_flight = False
+            if result.reset:
+                self._reset()
+            else:
+                self._send(result)
         except OSError:  # the client went away
             self.close_connection = True
         finally:
-            api.leave()
+            if in_flight:
+                api.leave()
 
     def _read_body(self) -> bytes | None:
         """The request body; None (after draining it) when it is over 32 MB."""
@@ -976,7 +982,8 @@ def main(argv: list | None = None) -> None:
     parser.add_argument("--rpm", type=int, default=None, help="requests-per-minute limit")
     parser.add_argument("--key", action="append", help="accepted API key (repeatable; default: any key)")
     args = parser.parse_args(argv)
-    api = FakeAPI(latency=args.latency, reader=args.reader, rpm_limit=args.rpm, keys=args.key, port=args.port)
+    api = FakeAPI(latency=args.latency, reader=args.reader, rpm_limit=args.rpm, keys=args.key, port=args.port,
+                  keep_bodies=False)  # nobody can read them: /_fake/stats reports counts
     print(api.base_url, flush=True)
     try:
         threading.Event().wait()  # serve until killed
