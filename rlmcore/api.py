@@ -231,6 +231,11 @@ def _retry_after(headers) -> float | None:
     return None
 
 
+def is_slow_down(error: APIError) -> bool:
+    """A rate limit (not a spend cap) or an overload: the API asks for fewer requests."""
+    return isinstance(error, (RateLimitError, OverloadedError))
+
+
 def retry_delay(retries_done: int, headers, rand=random.random) -> float:
     """How long to wait before the next retry (the SDK's rule)."""
     after = _retry_after(headers)
@@ -274,12 +279,15 @@ class Client:
                               "set ANTHROPIC_API_KEY to your Anthropic API key (or use a dry run)")
         return key
 
-    def send(self, body: dict, *, on_retry=None) -> Response:
+    def send(self, body: dict, *, on_retry=None, slow_down_retries: int = 0) -> Response:
         """Post ``body``; retry what may succeed later; raise an APIError otherwise.
 
         ``on_retry(attempt, error)`` is called after the wait and right before
         attempt number ``attempt`` (2, 3, ...) is sent; ``error`` is the
         APIError of the attempt before. It may raise to stop retrying.
+        ``slow_down_retries`` allows that many more retries of rate limits
+        and overloads (not of other failures): a batch that slows down when
+        told to should not lose items to a shared rate limit.
         """
         key = self._api_key()
         data = json.dumps(body).encode("utf-8")
@@ -295,7 +303,8 @@ class Client:
             except _Failure as f:
                 failure = f
             error = _to_error(failure, attempt, body.get("model"), self.base_url, key)
-            if not error.retryable or attempt > self.max_retries:
+            allowed = self.max_retries + (slow_down_retries if is_slow_down(error) else 0)
+            if not error.retryable or attempt > allowed:
                 raise error
             self.sleep(retry_delay(attempt - 1, failure.headers, self.rand))
             if on_retry is not None:

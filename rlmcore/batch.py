@@ -4,13 +4,14 @@
 the results in input order. An exception raised by ``fn`` is captured and put
 in the item's place, so one failure never loses the items that finished.
 
-``AdaptiveLimiter`` is AIMD, as TCP does it: a rate limit (429) halves the
-number of requests allowed in flight (never below 1), and every ``N``
-successes give one back, up to the maximum. Only a 429 for a request sent
-after the last cut cuts again, so a whole wave of 429s answering requests
-that were already in flight counts once, not once per request. The limiter
-remembers, per thread, when that thread's slot was taken; a request retried
-after a 429 calls ``requeue`` to queue again behind the (now lower) limit.
+``AdaptiveLimiter`` is AIMD, as TCP does it: a rate limit (429) or an
+overload (529) halves the number of requests allowed in flight (never below
+1), and every ``N`` successes give one back, up to the maximum. Only a 429
+for a request sent after the last cut cuts again, so a whole wave of 429s
+answering requests that were already in flight counts once, not once per
+request. The limiter remembers, per thread, when that thread's slot was
+taken; a request retried after a 429 calls ``requeue`` to queue again behind
+the (now lower) limit.
 """
 from __future__ import annotations
 

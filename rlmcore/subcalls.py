@@ -33,11 +33,14 @@ import time
 import uuid
 
 from . import config, models
-from .api import Client, build_body
+from .api import Client, build_body, is_slow_down
 from .batch import AdaptiveLimiter, run_ordered
 from .errors import APIError, BatchError, BudgetExceeded, ConfigError, InputError, RLMError
 
 DEFAULT_MAX_TOKENS = 4096
+# Extra retries of rate limits and overloads for batch items: the batch also
+# lowers its concurrency, so these retries wait their turn instead of piling on.
+SLOW_DOWN_RETRIES = 6
 ERROR_MARK = "[llm_query error"
 
 _STOP_NOTES = {
@@ -261,7 +264,8 @@ class _Send:
         e, item = self.engine, self.item
         started = e.clock()
         try:
-            response = e.client.send(item.body, on_retry=self._on_retry)
+            response = e.client.send(item.body, on_retry=self._on_retry,
+                                     slow_down_retries=SLOW_DOWN_RETRIES if self.limiter else 0)
         except APIError as exc:
             if getattr(exc, "sent", False) and exc is not self.counted:
                 self.unanswered += 1
@@ -271,6 +275,8 @@ class _Send:
             self.unanswered += 1
             self._settle(None, APIError(f"interrupted: {type(exc).__name__}"), started)
             raise
+        if self.limiter is not None:
+            self.limiter.succeeded()
         return self._settle(response, None, started)
 
     def _on_retry(self, attempt, error) -> None:
@@ -285,7 +291,7 @@ class _Send:
         self.retries += 1
         self.engine._count_retry()
         if self.limiter is not None:
-            if error.status == 429:
+            if is_slow_down(error):
                 self.limiter.rate_limited()
             self.limiter.requeue()  # queue behind the limit again before retrying
 
