@@ -109,8 +109,10 @@ def spawn_worker(session_dir: str) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = f"import sys; sys.path.insert(0, {root!r}); from rlmcore.worker import main; main({session_dir!r})"
     cwd = meta.get("cwd") if meta and os.path.isdir(meta.get("cwd") or "") else session_dir
+    # Dry run is chosen per exec by the environment of the command that sends it, not frozen at start.
+    env = {k: v for k, v in os.environ.items() if k != "RLM_DRY_RUN"}
     with paths.private_open(os.path.join(session_dir, "worker.log"), "a") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
     return _await_hello(session_dir, proc)
 

@@ -77,3 +77,8 @@ def idle_exit() -> float:
 
 def dry_run() -> bool:
     return os.environ.get("RLM_DRY_RUN", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def checkpoint_max_bytes() -> int:
+    """Per-variable pickle limit; a value over it is kept in memory but named in ``dropped``."""
+    return int(_number("RLM_CHECKPOINT_MAX_MB", 64, float, 0.001) * (1 << 20))

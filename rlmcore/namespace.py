@@ -63,7 +63,9 @@ class Namespace:
         self.ns = module.__dict__
         self.ns["__builtins__"] = builtins
         self.injected = self._make_injected()
+        self._booted = False
         self.protect()
+        self._booted = True
 
     # -- ledger and sub-calls --------------------------------------------------
 
@@ -83,9 +85,12 @@ class Namespace:
         return self.engine
 
     def interrupted_execs(self) -> list:
+        """Ids of execs a dead worker left 'running'; they are marked interrupted."""
         if self.ledger is None:
             return []
-        return list(self.ledger.interrupt_running_execs() or [])
+        running = [e["id"] for e in self.ledger.execs(limit=20) if e["outcome"] == "running"]
+        self.ledger.interrupt_running_execs()
+        return running
 
     def begin_exec(self, code: str, dry_run: bool) -> int:
         if self.ledger is not None:
@@ -95,7 +100,7 @@ class Namespace:
             exec_id = self.exec_counter
         if self.engine is not None:
             self.engine.exec_id = exec_id
-            self.engine.dry_run = dry_run or _env_dry_run()
+            self.engine.dry_run = dry_run
         return exec_id
 
     def progress(self):
@@ -129,7 +134,7 @@ class Namespace:
                         __builtins__=builtins)
         for name, value in expected.items():
             if self.ns.get(name) is not value:
-                if name in self.ns:
+                if self._booted:
                     fixed.append(name)
                 self.ns[name] = value
         if "print" in self.ns:
@@ -199,7 +204,7 @@ class Namespace:
             report["restored_names"] = fixed
             report["notes"] = [f"the code deleted or rebound {', '.join(fixed)}; the original was put back "
                                "(keep your own values under other names)"]
-        if job.dry_run or _env_dry_run():
+        if job.dry_run:
             report["dry_run"] = True
         report["elapsed_s"] = round(time.time() - job.started, 3)
         self._end_exec(job.exec_id, report)
@@ -230,7 +235,3 @@ class Namespace:
         except RLMError:
             pass  # the report still reaches the user; the ledger's own error shows in budget
 
-
-def _env_dry_run() -> bool:
-    from .config import dry_run
-    return dry_run()

@@ -29,7 +29,7 @@ def new_session_id() -> str:
 
 def start(inputs: list, globs: list, session_id=None, model=None, limits=None, force=False,
           max_depth=None) -> dict:
-    session_id = paths.validate_session_id(session_id) if session_id else new_session_id()
+    session_id = new_session_id() if session_id is None else paths.validate_session_id(session_id)
     sdir = paths.session_dir(session_id, must_exist=False)
     if os.path.lexists(sdir):
         if not force:
@@ -99,7 +99,8 @@ def _read_meta(sdir: str) -> dict:
 def execute(session_id: str, code: str, wait=None, timeout=None, dry_run=False, on_progress=None) -> dict:
     sdir = paths.session_dir(session_id)
     message = {"op": "exec", "code": code, "wait": wait or config.DEFAULT_WAIT,
-               "timeout": timeout or config.exec_timeout(), "dry_run": dry_run,
+               "timeout": timeout or config.exec_timeout(), "dry_run": dry_run or config.dry_run(),
+               "stdout_max": config.stdout_max(),
                "progress": on_progress is not None}
     return _through_worker(sdir, message, on_progress)
 

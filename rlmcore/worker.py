@@ -42,8 +42,9 @@ PROGRESS_EVERY_S = 0.5
 
 
 class Job:
-    def __init__(self, code: str, timeout: float, dry_run: bool):
+    def __init__(self, code: str, timeout: float, dry_run: bool, stdout_max: int):
         self.code = code
+        self.stdout_max = stdout_max
         self.timeout = timeout
         self.dry_run = dry_run
         self.exec_id = None
@@ -67,7 +68,7 @@ class Worker:
         self.timeout_hit = False
         self.in_user_code = False
         self.restart_info = None
-        self.checkpoint = Checkpointer(os.path.join(session_dir, "checkpoint"))
+        self.checkpoint = Checkpointer(os.path.join(session_dir, "checkpoint"), config.checkpoint_max_bytes())
 
     # -- boot ---------------------------------------------------------------
 
@@ -137,7 +138,7 @@ class Worker:
         job.exec_id = self.space.begin_exec(job.code, job.dry_run)
         watchdog = threading.Thread(target=self._watch, args=(job,), daemon=True)
         watchdog.start()
-        capture = Captured(os.path.join(self.dir, "out"), job.exec_id, config.stdout_max())
+        capture = Captured(os.path.join(self.dir, "out"), job.exec_id, job.stdout_max)
         with capture:
             self.in_user_code = True
             try:
@@ -224,7 +225,8 @@ class Worker:
 
     def _exec_request(self, request: dict, stream) -> None:
         timeout = float(request.get("timeout") or config.exec_timeout())
-        job = Job(request.get("code", ""), timeout, bool(request.get("dry_run")))
+        job = Job(request.get("code", ""), timeout, bool(request.get("dry_run")),
+                  int(request.get("stdout_max") or config.stdout_max()))
         with self.cond:
             busy = self.running
             if busy is None:
