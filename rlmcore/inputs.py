@@ -273,14 +273,13 @@ def _segment_regex(seg: str) -> str:
             i += 1
             out.append(re.escape(seg[i]))
         elif c == "[":
-            end = seg.find("]", i + 2 if seg[i + 1:i + 2] in ("!", "^") else i + 1)
+            neg = seg[i + 1:i + 2] in ("!", "^")
+            first = i + 1 + neg
+            end = seg.find("]", first + 1)  # a "]" first in the set is a member, as in the shell
             if end < 0:
                 out.append(re.escape(c))
             else:
-                body = seg[i + 1:end]
-                neg = body[:1] in ("!", "^")
-                body = body[1:] if neg else body
-                body = body.replace("\\", "\\\\").replace("^", "\\^")
+                body = "".join("\\" + ch if ch in "\\[]^" else ch for ch in seg[first:end])
                 out.append(f"(?!/)[{'^' if neg else ''}{body}]")
                 i = end
         else:
