@@ -498,6 +498,7 @@ class FakeAPI:
         self._queued: list = []
         self._ids = itertools.count(1)
         self._in_flight = 0
+        self._connections: set = set()
         self.set_faults(seed=seed)
         self.reset_stats()
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -516,10 +517,23 @@ class FakeAPI:
         self.close()
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop listening and end open keep-alive connections, so a closed server answers nothing more."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def track(self, connection: socket.socket, is_open: bool) -> None:
+        with self._lock:
+            (self._connections.add if is_open else self._connections.discard)(connection)
 
     def configure(self, **settings) -> None:
         """Change latency, reader, rpm_limit, keys or keep_bodies while serving."""
@@ -898,6 +912,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request would slow benchmarks and flood test output
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.api.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.api.track(self.connection, False)
 
     def do_POST(self) -> None:
         self._serve("POST")

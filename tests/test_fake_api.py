@@ -440,6 +440,18 @@ def test_keep_alive_serves_several_requests_on_one_connection(api):
     connection.close()
 
 
+def test_closing_the_server_ends_kept_alive_connections():
+    api = FakeAPI()
+    connection = http.client.HTTPConnection("127.0.0.1", int(api.base_url.rsplit(":", 1)[1]), timeout=5)
+    connection.request("POST", "/v1/messages", json.dumps(body()), HEADERS)
+    assert connection.getresponse().read()
+    api.close()
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        connection.request("POST", "/v1/messages", json.dumps(body()), HEADERS)
+        connection.getresponse()
+    connection.close()
+
+
 # --- the reader
 
 def ask(text, system=None):
