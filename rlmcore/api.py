@@ -129,6 +129,7 @@ _BY_STATUS = {
     401: (AuthenticationError, "check ANTHROPIC_API_KEY: it is missing, mistyped or revoked"),
     402: (BillingError, "check the billing settings of the organisation in the Anthropic Console"),
     403: (PermissionDeniedError, "this key may not use this model or endpoint; check its permissions"),
+    404: (ModelNotFoundError, None),  # the hint names the known models, see _to_error
     408: (APITimeoutError, "try again later, or send smaller requests"),
     409: (ConflictError, "try again later"),
     413: (RequestTooLargeError, "send less text per request (the limit is 32 MB): split the input"),
