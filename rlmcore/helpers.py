@@ -190,21 +190,56 @@ def _grep(text: str, regex, regions: list, files, context: int, max_matches) -> 
     lines = _LineCounter(text)
     kept, total = [], 0
     for lo, hi in regions:
-        pos = lo
-        while pos < hi:
-            m = regex.search(text, pos, hi)
-            if m is None:
+        for m, eol in _line_matches(text, regex, lo, lo, hi):
+            if max_matches is not None and len(kept) >= max_matches:
+                total += 1 + _count_line_matches(text, regex, _next_pos(m, eol), lo, hi)
                 break
-            s = m.start()
-            if s == hi and (s == lo or text[s - 1] == "\n"):
-                break  # an empty match after the last newline is not a line
-            eol = text.find("\n", s, hi)
-            eol = hi if eol < 0 else eol
             total += 1
-            if max_matches is None or len(kept) < max_matches:
-                kept.append(_record(text, m, eol, lo, hi, lines, files, context))
-            pos = max(eol + 1, m.end())  # one record per line
+            kept.append(_record(text, m, eol, lo, hi, lines, files, context))
     return GrepResult(kept, pattern=regex.pattern, total=total)
+
+
+def _line_matches(text: str, regex, pos: int, lo: int, hi: int):
+    """(match, end of its line) for each matching line of text[pos:hi], one per line."""
+    while pos < hi:
+        m = regex.search(text, pos, hi)
+        if m is None:
+            return
+        s = m.start()
+        if s == hi and (s == lo or text[s - 1] == "\n"):
+            return  # an empty match after the last newline is not a line
+        eol = text.find("\n", s, hi)
+        eol = hi if eol < 0 else eol
+        yield m, eol
+        pos = _next_pos(m, eol)
+
+
+def _next_pos(m, eol: int) -> int:
+    """Where to search after a matching line: the next line, or the match's end
+    when the match ran past its line."""
+    return max(eol + 1, m.end())
+
+
+def _count_line_matches(text: str, regex, pos: int, lo: int, hi: int) -> int:
+    """The rule of _line_matches, only counting: a tight loop for the matches
+    past max_matches, which may be millions."""
+    search, find = regex.search, text.find
+    count = 0
+    while pos < hi:
+        m = search(text, pos, hi)
+        if m is None:
+            break
+        s = m.start()
+        if s == hi and (s == lo or text[s - 1] == "\n"):
+            break
+        count += 1
+        eol = find("\n", s, hi)
+        if eol < 0:
+            break
+        pos = eol + 1
+        if m.end() > pos:
+            pos = m.end()
+    return count
 
 
 def _record(text, m, eol, lo, hi, lines, files, context) -> GrepMatch:

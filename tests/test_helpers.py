@@ -86,6 +86,15 @@ def test_grep_caps_matches_but_counts_them_all():
     assert len(h["grep"]("line", max_matches=None)) == 1000
 
 
+@pytest.mark.parametrize("pattern", ["a", "^", "$", "x*", "a\\nb", "b$", "^$", r"\n"])
+def test_grep_counts_the_same_lines_past_the_cap_as_it_keeps(pattern):
+    text = "a\nb a\n\nab\na\nb\nend"
+    h = helpers_for(text)
+    every = h["grep"](pattern, max_matches=None)
+    for cap in (0, 1, 2):
+        assert h["grep"](pattern, max_matches=cap).total == every.total == len(every)
+
+
 def test_grep_keeps_context_lines_and_ignores_case():
     h = helpers_for("one\ntwo\nTHREE\nfour\nfive\n")
     m = h["grep"]("three", ignore_case=True, context=2)[0]
