@@ -34,7 +34,8 @@ def make_helpers(get_context, get_files, get_namespace) -> dict:
 
         A negative start counts from the end: peek(-3000) is the last 3,000
         characters. Offsets are those of `context` (and of grep matches'
-        `.start`), so peek(m.start - 500, 1500) shows a match in its setting.
+        `.start`), so peek(max(0, m.start - 500), 1500) shows a match in its
+        setting (the max() keeps a start near 0 from counting from the end).
         """
         _check_int("peek", "start", start)
         _check_int("peek", "length", length, minimum=0)
@@ -54,7 +55,8 @@ def make_helpers(get_context, get_files, get_namespace) -> dict:
         file         search only the input files whose path is this, ends with
                      "/" + this, or (failing those) contains it; see context_files.
 
-        Returns a list of GrepMatch, one per matching line, in input order, with
+        Returns a list of GrepMatch, one per matching line (a match spanning
+        lines counts for the line it starts on), in input order, with
           .line       1-based line number in `context`
           .file       the input file's path (None on a header line)
           .file_line  1-based line number within that file
