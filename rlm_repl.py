@@ -93,6 +93,11 @@ def build_parser() -> Parser:
     p.add_argument("--session", required=True, metavar="ID")
     add_budget_flags(p)
 
+    p = sub.add_parser("trace", help="where the calls, tokens, money and time went; --html writes a report")
+    p.add_argument("--session", required=True, metavar="ID")
+    p.add_argument("--json", action="store_true", help="full detail: every exec, its code, batches and failures")
+    p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report to PATH")
+
     p = sub.add_parser("stop", help="stop the worker and remove the session")
     p.add_argument("--session", required=True, metavar="ID")
     p.add_argument("--keep", action="store_true", help="keep the session's files")
@@ -188,6 +193,11 @@ def cmd_budget(args):
     return sessions.budget(args.session, limits(args))
 
 
+def cmd_trace(args):
+    from rlmcore import trace
+    return trace.trace(args.session, full=args.json, html=args.html)
+
+
 def cmd_stop(args):
     from rlmcore import sessions
     return sessions.stop(args.session, args.keep)
@@ -200,7 +210,7 @@ def limits(args) -> dict:
 
 
 COMMANDS = {"start": cmd_start, "exec": cmd_exec, "wait": cmd_wait, "final": cmd_final, "status": cmd_status,
-            "list": cmd_list, "budget": cmd_budget, "stop": cmd_stop}
+            "list": cmd_list, "budget": cmd_budget, "trace": cmd_trace, "stop": cmd_stop}
 
 
 def main(argv=None) -> int:

@@ -26,20 +26,27 @@ class AdaptiveLimiter:
         self.in_flight = 0
         self.epoch = 0  # bumped on every cut
         self._successes = 0
+        self._tickets = self._serving = 0  # FIFO order of acquire
         self._cond = threading.Condition()
         self._mine = threading.local()  # .epoch: when this thread's slot was taken
 
     def acquire(self) -> None:
+        """Wait for a slot, first come first served: a request that requeues
+        after a 429 goes behind those already waiting, not ahead of them."""
         with self._cond:
-            while self.in_flight >= self.limit:
+            ticket = self._tickets
+            self._tickets += 1
+            while ticket != self._serving or self.in_flight >= self.limit:
                 self._cond.wait()
+            self._serving += 1
             self.in_flight += 1
             self._mine.epoch = self.epoch
+            self._cond.notify_all()  # the next ticket may fit too
 
     def release(self) -> None:
         with self._cond:
             self.in_flight -= 1
-            self._cond.notify()
+            self._cond.notify_all()
 
     def requeue(self) -> None:
         """Give the slot back and wait for one again (before a retry)."""
@@ -62,7 +69,7 @@ class AdaptiveLimiter:
             if self._successes >= (self.grow_every or self.limit):
                 self._successes = 0
                 self.limit += 1
-                self._cond.notify()
+                self._cond.notify_all()
 
 
 def run_ordered(items, fn, *, concurrency: int, limiter: AdaptiveLimiter | None = None,
