@@ -50,6 +50,7 @@ class Job:
         self.exec_id = None
         self.started = time.time()
         self.report = None
+        self.capture = None
         self.done = threading.Event()
 
 
@@ -136,10 +137,9 @@ class Worker:
 
     def execute(self, job: Job) -> None:
         job.exec_id = self.space.begin_exec(job.code, job.dry_run)
-        watchdog = threading.Thread(target=self._watch, args=(job,), daemon=True)
-        watchdog.start()
-        capture = Captured(os.path.join(self.dir, "out"), job.exec_id, job.stdout_max)
-        with capture:
+        threading.Thread(target=self._watch, args=(job,), daemon=True).start()
+        job.capture = Captured(os.path.join(self.dir, "out"), job.exec_id, job.stdout_max)
+        with job.capture:
             self.in_user_code = True
             try:
                 exc = run_code(job.code, self.space.ns, f"<exec {job.exec_id}>")
@@ -148,13 +148,28 @@ class Worker:
             finally:
                 self.in_user_code = False
         job.done.set()
-        timed_out = isinstance(exc, ExecTimeout)
-        fixed = self.space.protect()
-        self.checkpoint.record_definitions(job.code, self.space.ns)
-        dropped = self.checkpoint.save(self.space.ns, self.space.injected_names())
-        report = self.space.report(job, capture, exc, timed_out=timed_out, dropped=dropped, fixed=fixed)
         self.timeout_hit = False
+        try:
+            fixed = self.space.protect()
+            dropped = self.save_checkpoint(job.code)
+            report = self.space.report(job, job.capture, exc, timed_out=isinstance(exc, ExecTimeout),
+                                       dropped=dropped, fixed=fixed)
+        except Exception as bug:  # the session must never stay busy because a report failed
+            traceback.print_exc()
+            report = {"ok": False, "exec_id": job.exec_id, "timed_out": False,
+                      "error": {"type": "worker_error", "message": f"the exec ran, but its report failed: "
+                                f"{type(bug).__name__}: {bug}", "traceback": ""}}
         self.publish(job, report)
+
+    def save_checkpoint(self, code: str) -> list:
+        """Checkpoint the namespace; a failure to write is named, not fatal."""
+        try:
+            self.checkpoint.record_definitions(code, self.space.ns)
+            return self.checkpoint.save(self.space.ns, self.space.injected_names())
+        except (OSError, RLMError) as exc:
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            return [{"name": "*", "reason": f"the checkpoint could not be written ({reason}); "
+                                            "variables live on in memory but would be lost if the worker restarts"}]
 
     def _watch(self, job: Job) -> None:
         if job.done.wait(job.timeout):
@@ -164,7 +179,7 @@ class Worker:
         if job.done.wait(GRACE_S):
             return
         # The code ignored the interrupt: hand its report over and let a new worker take the session.
-        report = self.space.report(job, None, ExecTimeout(
+        report = self.space.report(job, job.capture, ExecTimeout(
             f"the code ran past its timeout of {job.timeout:g} s and ignored the interrupt for {GRACE_S:g} s"),
             timed_out=True, dropped=[], fixed=[])
         report["worker_replaced"] = True
