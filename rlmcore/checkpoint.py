@@ -9,6 +9,10 @@ replaced atomically. To keep a trivial exec cheap whatever the namespace holds:
 - a value whose pickle passes ``max_bytes`` is abandoned as soon as the limit is
   reached (the pickler writes into a bounded sink), named in ``dropped``, and
   not retried while the same object of the same length stays bound;
+- a big value (a pickle over ``BIG_BYTES``) that the exec's code does not
+  name, nor reach through an alias or a call into code defined in the REPL,
+  and whose cheap fingerprint (type, length, identity of a few elements) is
+  unchanged, is taken as unchanged without pickling it again;
 - everything else is pickled and written only when its bytes changed.
 
 Functions, classes and modules are not pickled: the ``import``, ``def`` and
@@ -18,8 +22,10 @@ again on restore. What cannot come back is named, never silently lost.
 from __future__ import annotations
 
 import ast
+import collections
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
@@ -29,6 +35,8 @@ from .errors import CheckpointError
 from .paths import atomic_write, check_trusted_dir, ensure_private_dir
 
 DEFAULT_MAX_BYTES = 64 << 20
+BIG_BYTES = 1 << 20
+REFLECTIVE = {"exec", "eval", "globals", "vars", "setattr", "delattr", "__import__", "locals"}
 IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range)
 DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -66,26 +74,41 @@ def is_definition(value) -> bool:
     return isinstance(value, (types.ModuleType, types.FunctionType, type))
 
 
+class _Seen:
+    """What the last save learnt about one variable."""
+
+    __slots__ = ("value", "digest", "too_large_len", "size", "fingerprint")
+
+    def __init__(self, value, digest=None, too_large_len=None, size=0):
+        self.value, self.digest, self.too_large_len, self.size = value, digest, too_large_len, size
+        self.fingerprint = fingerprint(value) if size >= BIG_BYTES else None
+
+
 class Checkpointer:
     def __init__(self, folder: str, max_bytes: int = DEFAULT_MAX_BYTES):
         self.folder = folder
         self.max_bytes = max_bytes
         self.manifest_path = os.path.join(folder, "manifest.json")
         self.replay_path = os.path.join(folder, "replay.py")
-        self._seen: dict = {}  # name -> (object, digest or None, too_large_len or None)
+        self._seen: dict = {}  # name -> _Seen
         self.manifest = {"vars": {}, "dropped": {}}
 
     # -- saving -------------------------------------------------------------
 
-    def save(self, namespace: dict, skip: set) -> list:
-        """Save changed variables; return ``dropped`` as ``[{name, reason}]``."""
+    def save(self, namespace: dict, skip: set, code: str | None = None) -> list:
+        """Save changed variables; return ``dropped`` as ``[{name, reason}]``.
+
+        ``code`` is the exec that just ran: big values it cannot have touched
+        are not pickled again (None: check everything).
+        """
         ensure_private_dir(self.folder)
         current = {n: v for n, v in namespace.items()
                    if n not in skip and not n.startswith("__")}
+        touched = touched_objects(code, namespace)
         dropped = {}
         changed = False
         for name, value in current.items():
-            reason, did_write = self._save_one(name, value)
+            reason, did_write = self._save_one(name, value, touched)
             changed |= did_write
             if reason:
                 dropped[name] = reason
@@ -101,26 +124,26 @@ class Checkpointer:
             atomic_write(self.manifest_path, json.dumps(self.manifest).encode())
         return [{"name": n, "reason": r} for n, r in sorted(dropped.items())]
 
-    def _save_one(self, name: str, value):
+    def _save_one(self, name: str, value, touched):
         """Return (drop reason or None, whether a file was written)."""
         if is_definition(value):
             return self._definition_reason(name, value), False
         seen = self._seen.get(name)
-        if seen is not None and seen[0] is value:
-            if isinstance(value, IMMUTABLE) and seen[1] is not None:
+        if seen is not None and seen.value is value:
+            if seen.digest is not None and (isinstance(value, IMMUTABLE) or _untouched(seen, touched)):
                 return None, False
-            if seen[2] is not None and _length(value) == seen[2]:
+            if seen.too_large_len is not None and _length(value) == seen.too_large_len:
                 return self._too_large_reason(value), False
         try:
             data = pickle_bounded(value, self.max_bytes)
         except _TooLarge:
-            self._seen[name] = (value, None, _length(value))
+            self._seen[name] = _Seen(value, too_large_len=_length(value))
             return self._too_large_reason(value), False
         except Exception as exc:  # unpicklable values are many and varied
-            self._seen[name] = (value, None, None)
+            self._seen[name] = _Seen(value)
             return f"cannot be pickled ({type(exc).__name__}: {str(exc)[:200]})", False
         digest = hashlib.sha256(data).hexdigest()
-        self._seen[name] = (value, digest, None)
+        self._seen[name] = _Seen(value, digest, size=len(data))
         entry = self.manifest["vars"].get(name)
         if entry and entry["digest"] == digest:
             return None, False
@@ -225,7 +248,7 @@ class Checkpointer:
                 not_restored.append({"name": name, "reason": reason})
         self.manifest = {"vars": {n: e for n, e in manifest["vars"].items() if n in namespace}, "dropped": {}}
         for name in restored:
-            self._seen[name] = (namespace[name], self.manifest["vars"][name]["digest"], None)
+            self._seen[name] = _Seen(namespace[name], self.manifest["vars"][name]["digest"])
         return {"restored": sorted(restored), "not_restored": not_restored}
 
     def _replay(self, namespace: dict, chunks) -> list:
@@ -253,6 +276,60 @@ class Checkpointer:
                 f"move the folder {self.folder} aside to start with an empty namespace; "
                 "the input and the ledger are not affected",
             ) from None
+
+
+def touched_objects(code, namespace):
+    """Ids of the objects ``code`` names, or None when it may reach anything.
+
+    None (check everything) when the code cannot be parsed, calls a function
+    or class defined in the REPL (it may mutate globals), or uses reflection.
+    """
+    if code is None:
+        return None
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Call) and _may_reach_globals(node.func, namespace):
+            return None
+    return {id(namespace[n]) for n in names if n in namespace}
+
+
+def _may_reach_globals(func, namespace) -> bool:
+    if isinstance(func, ast.Lambda):
+        return True
+    if isinstance(func, ast.Attribute):
+        owner = namespace.get(func.value.id) if isinstance(func.value, ast.Name) else None
+        return owner is not None and type(owner).__module__ == "__main__"
+    if isinstance(func, ast.Name):
+        if func.id in REFLECTIVE:
+            return True
+        target = namespace.get(func.id)
+        return getattr(target, "__module__", None) == "__main__" and callable(target)
+    return True  # a call on a call or a subscript: cannot tell what it is
+
+
+def _untouched(seen: _Seen, touched) -> bool:
+    return (seen.fingerprint is not None and touched is not None and id(seen.value) not in touched
+            and fingerprint(seen.value) == seen.fingerprint)
+
+
+def fingerprint(value):
+    """Type, length and the identity of a few elements: cheap, and changes with most mutations."""
+    try:
+        if isinstance(value, dict):
+            keys = list(itertools.islice(value, 8)) + list(itertools.islice(reversed(value), 8))
+            return type(value), len(value), tuple(id(value[k]) for k in keys), tuple(map(id, keys))
+        if isinstance(value, (list, collections.deque)):
+            n = len(value)
+            return type(value), n, tuple(id(value[i]) for i in (*range(min(n, 8)), *range(max(0, n - 8), n)))
+        return type(value), _length(value), id(value)
+    except Exception:
+        return None
 
 
 def _bound_names(node) -> list:

@@ -165,7 +165,7 @@ class Worker:
         """Checkpoint the namespace; a failure to write is named, not fatal."""
         try:
             self.checkpoint.record_definitions(code, self.space.ns)
-            return self.checkpoint.save(self.space.ns, self.space.injected_names())
+            return self.checkpoint.save(self.space.ns, self.space.injected_names(), code)
         except (OSError, RLMError) as exc:
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             return [{"name": "*", "reason": f"the checkpoint could not be written ({reason}); "
