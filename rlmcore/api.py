@@ -273,6 +273,10 @@ class Client:
     def base_url(self) -> str:
         return (self._base_url or config.base_url()).rstrip("/")
 
+    def check_key(self) -> None:
+        """ConfigError unless a key is set (checked before reserving budget)."""
+        self._api_key()
+
     def _api_key(self) -> str:
         key = self._key or config.api_key()
         if not key:
@@ -291,7 +295,7 @@ class Client:
         told to should not lose items to a shared rate limit.
         """
         key = self._api_key()
-        data = json.dumps(body).encode("utf-8")
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         started = time.monotonic()
         attempt = 0
         while True:

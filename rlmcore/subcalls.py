@@ -67,7 +67,7 @@ class _Item:
                                cache=cache, cache_ttl=cache_ttl)
         # The serialised body bounds the input tokens: every text byte is in
         # it, plus enough JSON around it to cover the message framing tokens.
-        blob = json.dumps(self.body, sort_keys=True).encode("utf-8")
+        blob = json.dumps(self.body, sort_keys=True, ensure_ascii=False).encode("utf-8")
         self.hash = hashlib.sha256(blob).hexdigest()
         self.worst_usd = models.worst_case_usd(self.info, len(blob), self.max_tokens, self.cache_ttl)
         self.worst_tokens = models.worst_case_tokens(len(blob), self.max_tokens)
@@ -230,9 +230,9 @@ class Engine:
             if cached is not None:
                 self.ledger.record_call(self._record(
                     item, index, batch_id, status="reused", usd=0.0, attempts=0, request_hash=item.hash,
-                    stop_reason=cached.get("stop_reason"), request_id=cached.get("id")))
+                    stop_reason=cached.get("stop_reason")))
                 return _Outcome(_answer(cached, item.max_tokens))
-        self.client._api_key()  # no key: a ConfigError before anything is reserved
+        self.client.check_key()  # no key: a ConfigError before anything is reserved
         try:
             reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens)
         except BudgetExceeded as exc:
