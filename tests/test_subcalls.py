@@ -14,7 +14,7 @@ from rlmcore import errors, models
 from rlmcore.api import Client
 from rlmcore.batch import AdaptiveLimiter, run_ordered
 from rlmcore.ledger import Ledger
-from rlmcore.subcalls import ERROR_MARK, Engine
+from rlmcore.subcalls import ERROR_MARK, Engine, _Item
 
 KEY = "sk-ant-test-subcalls-SECRET-7c1f"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -244,9 +244,9 @@ def test_a_timed_out_request_is_settled_at_its_worst_case(make_engine, fake_api)
     fake_api.fail_next(1, kind="slow", slow_s=1.0)
     with pytest.raises(errors.APITimeoutError):
         eng.llm_query("q", max_tokens=100)
-    spent = eng.ledger.budget()["spent"]["usd"]
-    assert spent > 0 and spent == pytest.approx(max(
-        models.worst_case_usd("haiku", n, 100) for n in range(100, 400)), rel=0.5)
+    worst = _Item(eng, "q", system=None, prefix=None, model=None, max_tokens=100, cache=True,
+                  cache_ttl=None, reuse=True).worst_usd
+    assert eng.ledger.budget()["spent"]["usd"] == pytest.approx(worst, abs=1e-9)
 
 
 def test_a_retry_after_a_timeout_is_sent_only_if_another_worst_case_fits(make_engine, fake_api):
