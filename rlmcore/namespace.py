@@ -76,6 +76,8 @@ class Namespace:
         try:
             self.ledger = Ledger(os.path.join(self.dir, "ledger.sqlite"))
             self.engine = Engine(self.ledger, model=self.meta.get("model"))
+            import rlm_helper  # code in the REPL that imports the library gets this session's engine
+            rlm_helper.use_engine(self.engine)
         except LedgerError as exc:
             self.ledger_error = exc  # execs still work; sub-calls refuse until the ledger is mended
 

@@ -344,3 +344,11 @@ def test_a_session_folder_writable_by_others_is_refused(logfile):
     result = rlm("exec", "--session", "t1", "-c", "1")
     assert result.code == 1 and "writable by other users" in result["error"]["message"]
     os.chmod(sdir, 0o700)
+
+
+def test_code_importing_rlm_helper_in_the_repl_spends_from_the_session_ledger(logfile, fake_api):
+    start(logfile, env={"ANTHROPIC_BASE_URL": fake_api.base_url})
+    out = run("t1", "import rlm_helper\nprint(rlm_helper.llm_query('say hi'))",
+              env={"ANTHROPIC_BASE_URL": fake_api.base_url})
+    assert out["error"] is None and out["calls"]["count"] == 1
+    assert fake_api.stats()["requests"] == 1
