@@ -72,6 +72,19 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true", help="replace an existing session of that id")
     add_budget_flags(p)
 
+    p = sub.add_parser("run", help="answer a question headless: a root model drives the REPL through the API")
+    p.add_argument("--input", action="append", required=True, metavar="PATH", help="file or folder (repeatable)")
+    p.add_argument("--glob", action="append", default=[], metavar="PAT", help="e.g. 'src/**/*.py' (repeatable)")
+    p.add_argument("--query", required=True, metavar="TEXT", help="the question to answer")
+    p.add_argument("--model", metavar="ROOT", help="root model (default sonnet)")
+    p.add_argument("--sub-model", metavar="M", help="default model of sub-calls")
+    p.add_argument("--max-iterations", type=int, metavar="N", help="root replies before it must answer (default 20)")
+    p.add_argument("--max-depth", type=int, metavar="D", help="recursion depth of rlm_query (default 2)")
+    p.add_argument("--session", metavar="ID", help="session id to keep the run under (default: a new one)")
+    p.add_argument("--force", action="store_true", help="replace an existing session of that id")
+    p.add_argument("--json", action="store_true", help="print answer, iterations, calls, usd, session as JSON")
+    add_budget_flags(p)
+
     p = sub.add_parser("exec", help="run code in the session")
     p.add_argument("--session", required=True, metavar="ID")
     src = p.add_mutually_exclusive_group()
@@ -101,6 +114,9 @@ def build_parser() -> Parser:
     p = sub.add_parser("stop", help="stop the worker and remove the session")
     p.add_argument("--session", required=True, metavar="ID")
     p.add_argument("--keep", action="store_true", help="keep the session's files")
+
+    p = sub.add_parser("doctor", help="check Python, key, base URL, RLM_HOME and the default model")
+    p.add_argument("--live", action="store_true", help="also send one tiny request and report latency and usage")
     return parser
 
 
@@ -149,6 +165,18 @@ def cmd_start(args):
     from rlmcore import sessions
     return sessions.start(args.input, args.glob, args.session, args.model, limits(args), args.force,
                           args.max_depth)
+
+
+def cmd_run(args):
+    from rlmcore import loop
+    out = loop.run_headless(args.input, args.query, globs=args.glob, session_id=args.session, model=args.model,
+                            sub_model=args.sub_model, max_iterations=args.max_iterations,
+                            max_depth=args.max_depth, limits=limits(args), force=args.force)
+    if args.json:
+        return out
+    sys.stdout.buffer.write(out["answer"].encode("utf-8"))
+    sys.stdout.buffer.flush()
+    return None
 
 
 def cmd_exec(args):
@@ -203,14 +231,19 @@ def cmd_stop(args):
     return sessions.stop(args.session, args.keep)
 
 
+def cmd_doctor(args):
+    from rlmcore import doctor
+    return doctor.diagnose(live=args.live)
+
+
 def limits(args) -> dict:
     """The budget flags given: a number, or None where 'none' lifts the limit."""
     given = {name: getattr(args, name) for name in ("max_calls", "max_usd", "max_tokens")}
     return {name: (None if value == "none" else value) for name, value in given.items() if value is not None}
 
 
-COMMANDS = {"start": cmd_start, "exec": cmd_exec, "wait": cmd_wait, "final": cmd_final, "status": cmd_status,
-            "list": cmd_list, "budget": cmd_budget, "trace": cmd_trace, "stop": cmd_stop}
+COMMANDS = {"start": cmd_start, "run": cmd_run, "exec": cmd_exec, "wait": cmd_wait, "final": cmd_final, "status": cmd_status,
+            "list": cmd_list, "budget": cmd_budget, "trace": cmd_trace, "stop": cmd_stop, "doctor": cmd_doctor}
 
 
 def main(argv=None) -> int:
