@@ -17,6 +17,7 @@ import sys
 import time
 import types
 
+from . import config
 from .errors import LedgerError, RLMError
 from .helpers import make_helpers
 from .inputs import bind_inputs
@@ -94,7 +95,7 @@ class Namespace:
         self.ledger.interrupt_running_execs()
         return running
 
-    def begin_exec(self, code: str, dry_run: bool) -> int:
+    def begin_exec(self, code: str, dry_run: bool, parent_call_id=None) -> int:
         if self.ledger is not None:
             exec_id = self.ledger.begin_exec(code)
         else:
@@ -103,6 +104,7 @@ class Namespace:
         if self.engine is not None:
             self.engine.exec_id = exec_id
             self.engine.dry_run = dry_run
+            self.engine.parent_call_id = parent_call_id
         return exec_id
 
     def progress(self):
@@ -111,6 +113,7 @@ class Namespace:
     # -- injected names --------------------------------------------------------
 
     def _make_injected(self) -> dict:
+        from .loop import make_rlm_query
         from .subcalls import Engine
 
         def llm_query(prompt, **kwargs):
@@ -124,6 +127,10 @@ class Namespace:
         names = make_helpers(lambda: self.context, lambda: self.context_files, lambda: self.ns)
         names.update(llm_query=llm_query, llm_query_batch=llm_query_batch,
                      FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, budget=self.budget)
+        names["rlm_query"] = make_rlm_query(
+            self._engine, lambda: self.context, lambda: self.context_files, depth=0,
+            max_depth=self.meta.get("max_depth", config.DEFAULT_MAX_DEPTH), root_model=self.meta.get("root_model"),
+            out_dir=os.path.join(self.dir, "out"))
         return names
 
     def injected_names(self) -> set:

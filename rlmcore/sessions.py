@@ -28,7 +28,7 @@ def new_session_id() -> str:
 
 
 def start(inputs: list, globs: list, session_id=None, model=None, limits=None, force=False,
-          max_depth=None) -> dict:
+          max_depth=None, root_model=None) -> dict:
     session_id = new_session_id() if session_id is None else paths.validate_session_id(session_id)
     sdir = paths.session_dir(session_id, must_exist=False)
     if os.path.lexists(sdir):
@@ -41,7 +41,7 @@ def start(inputs: list, globs: list, session_id=None, model=None, limits=None, f
         if not os.path.exists(path):
             raise InputError(f"input path {path!r} does not exist",
                              "check the path (relative paths are taken from the current folder)")
-    _write_session(sdir, session_id, inputs, globs, model, max_depth)
+    _write_session(sdir, session_id, inputs, globs, model, max_depth, root_model)
     try:
         budget = _create_ledger(sdir, limits or {})
         hello = client.spawn_worker(sdir)
@@ -54,7 +54,7 @@ def start(inputs: list, globs: list, session_id=None, model=None, limits=None, f
     return out
 
 
-def _write_session(sdir, session_id, inputs, globs, model, max_depth) -> None:
+def _write_session(sdir, session_id, inputs, globs, model, max_depth, root_model=None) -> None:
     import secrets
     paths.ensure_private_dir(sdir)
     paths.atomic_write(os.path.join(sdir, "key"), secrets.token_hex(32).encode())
@@ -63,6 +63,7 @@ def _write_session(sdir, session_id, inputs, globs, model, max_depth) -> None:
         "inputs": [os.path.abspath(p) for p in inputs], "globs": list(globs or []),
         "model": model or config.default_model(),
         "max_depth": config.DEFAULT_MAX_DEPTH if max_depth is None else max_depth,
+        "root_model": root_model,  # of rlm_query's child loops; None: loop.DEFAULT_ROOT_MODEL
     }
     paths.atomic_write(os.path.join(sdir, "session.json"), json.dumps(meta, indent=1).encode())
 
@@ -96,12 +97,13 @@ def _read_meta(sdir: str) -> dict:
 
 # -- exec and wait --------------------------------------------------------------
 
-def execute(session_id: str, code: str, wait=None, timeout=None, dry_run=False, on_progress=None) -> dict:
+def execute(session_id: str, code: str, wait=None, timeout=None, dry_run=False, on_progress=None,
+            parent_call_id=None) -> dict:
     sdir = paths.session_dir(session_id)
     message = {"op": "exec", "code": code, "wait": wait or config.DEFAULT_WAIT,
                "timeout": timeout or config.exec_timeout(), "dry_run": dry_run or config.dry_run(),
                "stdout_max": config.stdout_max(),
-               "progress": on_progress is not None}
+               "progress": on_progress is not None, "parent_call_id": parent_call_id}
     return _through_worker(sdir, message, on_progress)
 
 

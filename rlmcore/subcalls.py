@@ -65,18 +65,38 @@ class _Item:
         self.reuse = reuse
         self.body = build_body(self.info, prompt, system=system, prefix=prefix, max_tokens=self.max_tokens,
                                cache=cache, cache_ttl=cache_ttl)
+        self._seal((system or "") + (prefix or "") + prompt)
+
+    def _seal(self, text: str) -> None:
+        """Hash and price the finished body; ``text`` is what the model reads."""
         # The serialised body bounds the input tokens: every text byte is in
         # it, plus enough JSON around it to cover the message framing tokens.
         blob = json.dumps(self.body, sort_keys=True, ensure_ascii=False).encode("utf-8")
         self.hash = hashlib.sha256(blob).hexdigest()
         self.worst_usd = models.worst_case_usd(self.info, len(blob), self.max_tokens, self.cache_ttl)
         self.worst_tokens = models.worst_case_tokens(len(blob), self.max_tokens)
-        self.est_tokens = models.estimate_tokens(self.info, (system or "") + (prefix or "") + prompt)
+        self.est_tokens = models.estimate_tokens(self.info, text)
+
+
+class _Turns(_Item):
+    """A multi-turn request (the root model of the RLM loop): messages and system sent as given."""
+
+    def __init__(self, engine, messages, *, system, model, max_tokens, reuse):
+        if not isinstance(messages, list) or not messages:
+            raise InputError(f"converse needs a non-empty list of messages, got {messages!r:.80}",
+                             "pass [{'role': 'user', 'content': 'text'}, ...]")
+        super().__init__(engine, "", system=None, prefix=None, model=model, max_tokens=max_tokens,
+                         cache=False, cache_ttl=None, reuse=reuse)
+        self.body["messages"] = messages
+        if system:
+            self.body["system"] = system
+        self._seal(json.dumps([system, messages], ensure_ascii=False))
 
 
 class _Outcome:
-    def __init__(self, text, *, error=None, usd=0.0, retries=0, sent=False):
+    def __init__(self, text, *, error=None, usd=0.0, retries=0, sent=False, call_id=None):
         self.text, self.error, self.usd, self.retries, self.sent = text, error, usd, retries, sent
+        self.call_id = call_id  # the ledger row; None when nothing was recorded
 
 
 def _marker(error: RLMError) -> str:
@@ -120,6 +140,21 @@ class Engine:
         if outcome.error is not None:
             raise outcome.error
         return outcome.text
+
+    def converse(self, messages, *, system=None, model=None, max_tokens=None, batch_id=None, item=None,
+                 reuse=True):
+        """One multi-turn request, for the root model of the RLM loop (``loop.py``).
+
+        ``messages`` and ``system`` (a str or a list of text blocks) are sent as
+        given, cache breakpoints included; the request is reserved, sent,
+        settled and recorded like a sub-call, under ``batch_id`` and ``item``.
+        Returns ``(text, call_id)``; a failure raises its RLMError.
+        """
+        request = _Turns(self, messages, system=system, model=model, max_tokens=max_tokens, reuse=reuse)
+        outcome = self._run(request, index=item, batch_id=batch_id, limiter=None)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.text, outcome.call_id
 
     def llm_query_batch(self, prompts, *, system=None, prefix=None, model=None, max_tokens=None,
                         concurrency=None, cache=True, cache_ttl=None, reuse=True, errors="marker") -> list:
@@ -228,10 +263,10 @@ class Engine:
         if item.reuse:
             cached = self.ledger.cached_response(item.hash)
             if cached is not None:
-                self.ledger.record_call(self._record(
+                call_id = self.ledger.record_call(self._record(
                     item, index, batch_id, status="reused", usd=0.0, attempts=0, request_hash=item.hash,
                     stop_reason=cached.get("stop_reason")))
-                return _Outcome(_answer(cached, item.max_tokens))
+                return _Outcome(_answer(cached, item.max_tokens), call_id=call_id)
         self.client.check_key()  # no key: a ConfigError before anything is reserved
         try:
             reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens)
@@ -314,13 +349,14 @@ class _Send:
             request_id=response.request_id if response is not None else getattr(error, "request_id", None),
             error_type=error.type if error is not None else None,
             error=error.message if error is not None else None)
-        e.ledger.finish_call(self.reservations[0], request_hash=item.hash,
-                             response=response.raw if response is not None else None, record=record)
+        call_id = e.ledger.finish_call(self.reservations[0], request_hash=item.hash,
+                                       response=response.raw if response is not None else None, record=record)
         for extra in self.reservations[1:]:
             e.ledger.release(extra)  # after settling, so spent + reserved never dips below the truth
         if error is not None:
-            return _Outcome(_marker(error), error=error, usd=usd, retries=self.retries, sent=True)
-        return _Outcome(_answer(response.raw, item.max_tokens), usd=usd, retries=self.retries, sent=True)
+            return _Outcome(_marker(error), error=error, usd=usd, retries=self.retries, sent=True, call_id=call_id)
+        return _Outcome(_answer(response.raw, item.max_tokens), usd=usd, retries=self.retries, sent=True,
+                        call_id=call_id)
 
 
 def _as_rlm(exc: BaseException) -> RLMError:

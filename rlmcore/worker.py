@@ -42,8 +42,9 @@ PROGRESS_EVERY_S = 0.5
 
 
 class Job:
-    def __init__(self, code: str, timeout: float, dry_run: bool, stdout_max: int):
+    def __init__(self, code: str, timeout: float, dry_run: bool, stdout_max: int, parent_call_id=None):
         self.code = code
+        self.parent_call_id = parent_call_id  # the root call that wrote this code (rlm_repl.py run)
         self.stdout_max = stdout_max
         self.timeout = timeout
         self.dry_run = dry_run
@@ -136,7 +137,7 @@ class Worker:
             self.execute(job)
 
     def execute(self, job: Job) -> None:
-        job.exec_id = self.space.begin_exec(job.code, job.dry_run)
+        job.exec_id = self.space.begin_exec(job.code, job.dry_run, job.parent_call_id)
         threading.Thread(target=self._watch, args=(job,), daemon=True).start()
         job.capture = Captured(os.path.join(self.dir, "out"), job.exec_id, job.stdout_max)
         with job.capture:
@@ -241,7 +242,7 @@ class Worker:
     def _exec_request(self, request: dict, stream) -> None:
         timeout = float(request.get("timeout") or config.exec_timeout())
         job = Job(request.get("code", ""), timeout, bool(request.get("dry_run")),
-                  int(request.get("stdout_max") or config.stdout_max()))
+                  int(request.get("stdout_max") or config.stdout_max()), request.get("parent_call_id"))
         with self.cond:
             busy = self.running
             if busy is None:
