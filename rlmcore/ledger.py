@@ -407,6 +407,15 @@ class Ledger:
             by_exec.setdefault(row[0], []).append(row)
         return {exec_id: _summary(rows) for exec_id, rows in by_exec.items()}
 
+    @_guarded
+    def select(self, *queries) -> list:
+        """Run read-only ``(sql, params)`` queries in one snapshot; one list of rows per query.
+
+        For readers of the schema above (``trace``), so their figures agree with each other
+        even while the worker writes."""
+        with self._read() as db:
+            return [db.execute(sql, params).fetchall() for sql, params in queries]
+
     # ---- exec history --------------------------------------------------
 
     @_guarded

@@ -1,0 +1,378 @@
+"""``trace``: where a session's calls, tokens, money and minutes went.
+
+The ledger already holds everything (see ``ledger.py``): one row per exec with
+its code and outcome, one row per sub-call with usage, cost, latency, attempts
+and error. This module only reads it, with a handful of SQL queries in one
+snapshot, so 100,000 calls summarise in a fraction of a second:
+
+* sums per exec and status come from ``Ledger.exec_summaries`` (a covering
+  index, the same figures the exec report shows under ``calls``);
+* latency median, 95th percentile and maximum, and the slowest calls, come
+  from one window query per scope (``ROW_NUMBER() OVER (PARTITION BY exec_id
+  ORDER BY latency_s)``) that returns only the rows at those ranks;
+* failures are grouped by cause in SQL, and only a few failed calls per exec
+  are fetched in full.
+
+Definitions (repeated in every answer under ``definitions``):
+
+* ``count``: sub-calls sent (status ok or error); ``requests`` = count +
+  retries, the HTTP requests that reached the API.
+* ``failed``: calls that gave no answer (error after retries, or refused by a
+  budget limit). ``reused``: answered from the ledger at no cost.
+* cache hit ratio = cache_read_tokens / (cache_read_tokens +
+  cache_write_tokens): the share of cacheable input tokens that were read from
+  the cache rather than written to it; null when nothing was cacheable.
+* latency: seconds from sending a call to settling it, retries and their waits
+  included, over sent calls; median and p95 by nearest rank.
+
+Output. ``trace --session ID`` prints one JSON object sized for a model's
+context: totals, the last ``EXECS_SHOWN`` execs (first line of code each), the
+slowest calls, failure causes and a few failed calls. ``--json`` prints the
+full machine detail instead: every exec with its whole code, its own slowest
+and failed calls, failure causes and batches (with a sample answer each).
+``--html PATH`` also writes the self-contained report (``report.py``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from . import paths
+from .errors import InputError
+
+EXECS_SHOWN = 20  # execs in the default answer (the most recent)
+SLOWEST = 5  # slowest calls listed, in total and (full detail) per exec
+FAILED_SHOWN = 5  # failed calls listed in the default answer
+FAILED_PER_EXEC = 50  # failed calls listed per exec in full detail
+CAUSES_SHOWN = 10
+ERROR_CHARS = 300
+PREVIEW_CHARS = 100
+ANSWER_CHARS = 200
+
+DEFINITIONS = {
+    "count": "sub-calls sent to the API (status ok or error)",
+    "requests": "HTTP requests sent: count + retries",
+    "failed": "calls that gave no answer: an error after retries, or refused by a budget limit",
+    "reused": "calls answered from the ledger at no cost (an identical request was already paid for)",
+    "cache_hit_ratio": "cache_read_tokens / (cache_read_tokens + cache_write_tokens): the share of cacheable "
+                       "input tokens read from the cache instead of written to it; null when nothing was cacheable",
+    "latency": "seconds from sending a call to settling it, retries and their waits included, over sent calls; "
+               "median and p95 by nearest rank",
+    "busy_s": "sum of the latencies of sent calls; busy_s / seconds is the average number of calls in flight",
+}
+
+CALL_COLUMNS = ("id", "exec_id", "batch_id", "item", "model", "status", "attempts", "latency_s", "input_tokens",
+                "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "usd", "error_type",
+                "error", "stop_reason", "request_id")
+_CALL_SELECT = ", ".join("c." + c for c in CALL_COLUMNS)
+_SENT = "status IN ('ok', 'error')"
+_FAILED = "status IN ('error', 'budget')"
+
+# Latency ranks per exec: only the rows at the median, p95 and the top SLOWEST ranks come back.
+_RANKED = """
+    WITH ranked AS (
+        SELECT id, exec_id, latency_s,
+               ROW_NUMBER() OVER (PARTITION BY {part} ORDER BY latency_s, id) AS rn,
+               COUNT(*) OVER (PARTITION BY {part}) AS n
+        FROM calls WHERE latency_s IS NOT NULL AND """ + _SENT + """)
+    SELECT {key}, r.rn, r.n, r.latency_s, {cols} FROM ranked r JOIN calls c ON c.id = r.id
+    WHERE r.rn = (r.n + 1) / 2 OR r.rn = (95 * r.n + 99) / 100 OR r.rn > r.n - ?
+"""
+_TIMES = """
+    SELECT exec_id, MIN(started), MAX(started + COALESCE(latency_s, 0)), TOTAL(latency_s)
+    FROM calls GROUP BY exec_id
+"""
+_CAUSES = f"""
+    SELECT exec_id, status, error_type, error, COUNT(*) FROM calls WHERE {_FAILED}
+    GROUP BY exec_id, status, error_type, error
+"""
+_FAILED_CALLS = f"""
+    WITH f AS (SELECT id, ROW_NUMBER() OVER (PARTITION BY {{part}} ORDER BY id) AS rn FROM calls WHERE {_FAILED})
+    SELECT {_CALL_SELECT} FROM f JOIN calls c ON c.id = f.id WHERE f.rn <= ? ORDER BY c.id
+"""
+_BATCHES = """
+    SELECT exec_id, batch_id, COUNT(*), SUM(status IN ('error', 'budget')), TOTAL(MAX(attempts - 1, 0)),
+           SUM(status = 'reused'), MIN(started), MAX(started + COALESCE(latency_s, 0)), TOTAL(usd),
+           MIN(CASE WHEN status IN ('ok', 'reused') THEN id END), MIN(id)
+    FROM calls GROUP BY exec_id, batch_id ORDER BY MIN(id)
+"""
+_ANSWERS = """
+    SELECT c.id, r.response FROM calls c JOIN responses r ON r.request_hash = c.request_hash
+    WHERE c.id IN ({marks})
+"""
+_WATERFALL = """
+    SELECT id, exec_id, started, latency_s, status, attempts, item, batch_id,
+           input_tokens + output_tokens + cache_read_input_tokens + cache_creation_input_tokens, usd, error_type
+    FROM calls ORDER BY started, id
+"""
+
+
+# ---- the command ------------------------------------------------------------
+
+def trace(session_id: str, *, full: bool = False, html: str | None = None) -> dict:
+    """The ``trace`` command: the summary (full detail with ``full``), and the report written to ``html``."""
+    from .ledger import Ledger
+    sdir = paths.session_dir(session_id)
+    out_path = _html_target(html) if html else None
+    ledger = Ledger(os.path.join(sdir, "ledger.sqlite"))
+    try:
+        data = collect(ledger, full=full or bool(html))
+        calls = ledger.select((_WATERFALL, ()))[0] if html else None
+    finally:
+        ledger.close()
+    data = dict({"session": session_id}, **data)
+    if html:
+        from .report import render
+        meta = _read_json(os.path.join(sdir, "session.json"))
+        meta["summary"] = _read_json(os.path.join(sdir, "summary.json"))
+        paths.atomic_write(out_path, render(data, calls, meta).encode("utf-8"))
+    out = data if full else brief(data)
+    if html:
+        out["html"] = out_path
+    return out
+
+
+def _html_target(path: str) -> str:
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        raise InputError(f"--html {path!r} is a folder", "give a file name, e.g. --html trace.html")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise InputError(f"cannot write --html {path!r}: the folder {os.path.dirname(path)!r} does not exist",
+                         "create the folder first, or choose another path")
+    return path
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return {}
+
+
+# ---- collecting -------------------------------------------------------------
+
+def collect(ledger, *, full: bool) -> dict:
+    """Every figure of the trace, in full detail; ``brief`` trims it for the default answer."""
+    sums = ledger.exec_summaries()
+    queries = [
+        (f"SELECT id, {'code' if full else 'substr(code, 1, 400)'}, length(code), "
+         "length(code) - length(replace(code, char(10), '')) + 1, started, ended, outcome, stdout_chars, "
+         "error_type FROM execs ORDER BY id", ()),
+        (_RANKED.format(part="exec_id", key="r.exec_id", cols=_CALL_SELECT), (SLOWEST,)),
+        (_RANKED.format(part="NULL", key="NULL", cols=_CALL_SELECT), (SLOWEST,)),
+        (_TIMES, ()),
+        (_CAUSES, ()),
+        (_FAILED_CALLS.format(part="exec_id" if full else "NULL"), (FAILED_PER_EXEC if full else FAILED_SHOWN,)),
+        ("SELECT COUNT(*) FROM calls WHERE " + _FAILED, ()),
+    ]
+    if full:
+        queries.append((_BATCHES, ()))
+    rows = ledger.select(*queries)
+    execs_rows, ranked, ranked_total, times, causes, failed, ((failed_total,),) = rows[:7]
+    now = time.time()
+    latency, slowest = _latency(ranked)
+    total_latency, total_slowest = _latency(ranked_total)
+    times = {r[0]: r[1:] for r in times}
+
+    execs = [_exec_row(r, sums.get(r[0]), latency.get(r[0]), times.get(r[0]), now, full) for r in execs_rows]
+    if None in sums:  # calls made outside any exec (library use)
+        execs.append(_exec_row((None, "", 0, 0, None, None, None, 0, None), sums[None],
+                               latency.get(None), times.get(None), now, full))
+        execs[-1]["note"] = "calls made outside any exec (library use)"
+    by_exec = {e["exec"]: e for e in execs}
+    failed = [_call(r) for r in failed]
+    if full:
+        for exec_id, calls in slowest.items():
+            if exec_id in by_exec:
+                by_exec[exec_id]["slowest"] = calls
+        for call in failed:
+            by_exec[call["exec"]].setdefault("failed_calls", []).append(call)
+        for exec_id, group in _causes(causes, per_exec=True).items():
+            by_exec[exec_id]["failures"] = group
+        _attach_batches(ledger, by_exec, rows[7])
+
+    totals = _figures(_add_up(sums.values()), total_latency.get(None), _busy(times.values()))
+    totals["execs"] = len(execs_rows)
+    totals["seconds"] = _span(execs_rows, times.values(), now)
+    return {
+        "definitions": DEFINITIONS,
+        "totals": totals,
+        "execs": execs,
+        "slowest": total_slowest.get(None, []),
+        "failures": _causes(causes, per_exec=False)[None],
+        "failed_calls": failed if not full else sorted(failed, key=lambda c: c["id"])[:FAILED_SHOWN],
+        "failed_calls_total": failed_total,
+    }
+
+
+def brief(data: dict) -> dict:
+    """The default answer: the most recent execs only, each with the first line of its code."""
+    execs = [e for e in data["execs"] if e["exec"] is not None][-EXECS_SHOWN:]
+    execs += [e for e in data["execs"] if e["exec"] is None]
+    shown = []
+    for e in execs:
+        row = {k: v for k, v in e.items() if k not in ("code", "slowest", "failed_calls", "failures", "batches")}
+        row["code"] = _first_line(e["code"], e["code_lines"])
+        shown.append(row)
+    out = {k: v for k, v in data.items() if k != "execs"}
+    out["failures"] = out["failures"][:CAUSES_SHOWN]
+    out["slowest"] = [_compact(c) for c in out["slowest"]]
+    out["failed_calls"] = [_compact(c) for c in out["failed_calls"][:FAILED_SHOWN]]
+    out["execs"] = shown
+    out["execs_shown"], out["execs_total"] = len(shown), len(data["execs"])
+    if len(shown) < len(data["execs"]):
+        out["hint"] = "the most recent execs are shown; --json gives every exec with its whole code"
+    return out
+
+
+# ---- pieces -------------------------------------------------------------------
+
+def _latency(rows):
+    """({exec: (median, p95, max)}, {exec: slowest calls, slowest first}) from the ranked rows."""
+    figures, slowest = {}, {}
+    for exec_id, rn, n, value, *call in rows:
+        f = figures.setdefault(exec_id, [None, None, None])
+        if rn == (n + 1) // 2:
+            f[0] = value
+        if rn == (95 * n + 99) // 100:
+            f[1] = value
+        if rn == n:
+            f[2] = value
+        if rn > n - SLOWEST:
+            slowest.setdefault(exec_id, []).append((rn, _call(call)))
+    return ({k: tuple(v) for k, v in figures.items()},
+            {k: [c for _, c in sorted(v, key=lambda x: -x[0])] for k, v in slowest.items()})
+
+
+def _figures(summary: dict, latency, busy) -> dict:
+    out = dict(summary)
+    out["requests"] = out["count"] + out["retries"]
+    cacheable = out["cache_read_tokens"] + out["cache_write_tokens"]
+    out["cache_hit_ratio"] = round(out["cache_read_tokens"] / cacheable, 4) if cacheable else None
+    median, p95, top = latency or (None, None, None)
+    out.update(latency_median_s=_round(median), latency_p95_s=_round(p95), latency_max_s=_round(top),
+               busy_s=_round(busy or 0.0))
+    return out
+
+
+def _add_up(summaries) -> dict:
+    total = None
+    for s in summaries:
+        total = dict(s) if total is None else {k: total[k] + s[k] for k in s}
+    if total is None:
+        from .ledger import SUMMARY_KEYS
+        total = dict.fromkeys(SUMMARY_KEYS, 0)
+        total["usd"] = total["dry_run_usd"] = 0.0
+    total["usd"], total["dry_run_usd"] = round(total["usd"], 9), round(total["dry_run_usd"], 9)
+    return total
+
+
+def _exec_row(row, summary, latency, times, now, full) -> dict:
+    exec_id, code, code_chars, code_lines, started, ended, outcome, stdout_chars, error_type = row
+    from .ledger import SUMMARY_KEYS
+    if summary is None:
+        summary = dict.fromkeys(SUMMARY_KEYS, 0)
+        summary["usd"] = summary["dry_run_usd"] = 0.0
+    first, last, busy = times or (None, None, 0.0)
+    if started is None:  # calls outside execs: their own span
+        started, ended = first, last
+    end = ended if ended is not None else now
+    out = {"exec": exec_id, "outcome": outcome, "error_type": error_type, "started": started, "ended": ended,
+           "seconds": _round(end - started) if started is not None else None,
+           "stdout_chars": stdout_chars, "code": code, "code_chars": code_chars, "code_lines": code_lines}
+    out["calls"] = _figures(summary, latency, busy)
+    return out
+
+
+def _span(execs_rows, times, now) -> float | None:
+    """Seconds from the first exec (or call) to the end of the last."""
+    starts = [r[4] for r in execs_rows] + [t[0] for t in times if t[0] is not None]
+    ends = [r[5] if r[5] is not None else now for r in execs_rows] + [t[1] for t in times if t[1] is not None]
+    return _round(max(ends) - min(starts)) if starts and ends else None
+
+
+def _busy(times) -> float:
+    return sum(t[2] for t in times)
+
+
+def _causes(rows, *, per_exec: bool) -> dict:
+    """{exec or None: [{error_type, status, count, message, execs}]}, most frequent first."""
+    groups = {}
+    for exec_id, status, error_type, error, count in rows:
+        key = (exec_id if per_exec else None, status, error_type, error)
+        g = groups.setdefault(key, {"error_type": error_type, "status": status, "count": 0,
+                                    "message": _clip(error, ERROR_CHARS), "execs": []})
+        g["count"] += count
+        g["execs"].append(exec_id)
+    out = {} if per_exec else {None: []}
+    for (exec_id, *_), g in groups.items():
+        if per_exec:
+            del g["execs"]
+        out.setdefault(exec_id, []).append(g)
+    for lst in out.values():
+        lst.sort(key=lambda g: (-g["count"], str(g["error_type"])))
+    return out
+
+
+def _attach_batches(ledger, by_exec: dict, rows) -> None:
+    answers = _answers(ledger, [r[9] for r in rows if r[9] is not None])
+    for (exec_id, batch_id, count, failed, retries, reused, first, last, usd, answered, _) in rows:
+        batch = {"batch": batch_id, "calls": count, "failed": failed, "retries": int(retries), "reused": reused,
+                 "started": first, "seconds": _round(last - first) if first is not None else None,
+                 "usd": round(usd, 9), "sample_answer": answers.get(answered)}
+        if exec_id in by_exec:
+            by_exec[exec_id].setdefault("batches", []).append(batch)
+
+
+def _answers(ledger, call_ids: list) -> dict:
+    """{call id: the first ANSWER_CHARS characters of its answer}."""
+    if not call_ids:
+        return {}
+    out, step = {}, 500  # SQLite allows 999 parameters per statement in old versions
+    chunks = [call_ids[i:i + step] for i in range(0, len(call_ids), step)]
+    queries = [(_ANSWERS.format(marks=",".join("?" * len(ids))), tuple(ids)) for ids in chunks]
+    for call_id, blob in (row for rows in ledger.select(*queries) for row in rows):
+        try:
+            content = json.loads(blob).get("content") or []
+        except ValueError:
+            continue
+        text = "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+        out[call_id] = _clip(text, ANSWER_CHARS)
+    return out
+
+
+def _call(row) -> dict:
+    c = dict(zip(CALL_COLUMNS, row))
+    return {"id": c["id"], "exec": c["exec_id"], "batch": c["batch_id"], "item": c["item"], "model": c["model"],
+            "status": c["status"], "attempts": c["attempts"], "latency_s": _round(c["latency_s"]),
+            "input_tokens": c["input_tokens"], "output_tokens": c["output_tokens"],
+            "cache_read_tokens": c["cache_read_input_tokens"], "cache_write_tokens": c["cache_creation_input_tokens"],
+            "usd": round(c["usd"], 9), "error_type": c["error_type"], "error": _clip(c["error"], ERROR_CHARS),
+            "stop_reason": c["stop_reason"], "request_id": c["request_id"]}
+
+
+def _compact(call: dict) -> dict:
+    """A call without its empty fields, for the default answer."""
+    return {k: v for k, v in call.items() if v is not None and (v != 0 or k in ("item", "usd"))}
+
+
+def _first_line(code: str, lines: int) -> str:
+    """The first non-empty line of the code, and how many lines follow."""
+    head = (code or "").splitlines()
+    for i, line in enumerate(head):
+        if line.strip():
+            rest = (lines or 0) - i - 1
+            return _clip(line.strip(), PREVIEW_CHARS) + (f"  [+{rest} lines]" if rest > 0 else "")
+    return ""
+
+
+def _clip(text, limit: int):
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def _round(value):
+    return None if value is None else round(value, 3)
