@@ -242,8 +242,9 @@ def limits(args) -> dict:
     return {name: (None if value == "none" else value) for name, value in given.items() if value is not None}
 
 
-COMMANDS = {"start": cmd_start, "run": cmd_run, "exec": cmd_exec, "wait": cmd_wait, "final": cmd_final, "status": cmd_status,
-            "list": cmd_list, "budget": cmd_budget, "trace": cmd_trace, "stop": cmd_stop, "doctor": cmd_doctor}
+COMMANDS = {"start": cmd_start, "run": cmd_run, "exec": cmd_exec, "wait": cmd_wait, "final": cmd_final,
+            "status": cmd_status, "list": cmd_list, "budget": cmd_budget, "trace": cmd_trace, "stop": cmd_stop,
+            "doctor": cmd_doctor}
 
 
 def main(argv=None) -> int:
