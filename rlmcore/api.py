@@ -190,6 +190,8 @@ def _to_error(f: _Failure, attempts: int, model: str, base_url: str, key) -> API
                 + ", ".join(models.known_ids()) + "; or check ANTHROPIC_BASE_URL")
     elif f.status == 400:
         message = f"the API refused the request ({f.api_type}, {where}): {said}"
+    elif f.spend_cap:
+        message = f"the organisation's spend cap is reached ({where}: {said})"
     else:
         message = f"{f.api_type} {tries} ({where}): {said}"
     if f.status is None:

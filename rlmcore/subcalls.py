@@ -19,6 +19,12 @@ be sent goes alone: a cache entry is usable only once the response that wrote
 it has begun, so a cold parallel wave would pay a cache write per request.
 The first item is work we need anyway, unlike a ``max_tokens: 0`` pre-warm.
 
+An error that every later request would meet as well (a spend cap, a
+refused key, billing, permissions, an unknown model) stops the batch: items
+not yet sent are not sent, retries waiting their turn are dropped, and those
+items are reported as not sent, with the cause. Answers already in the
+ledger are still returned.
+
 Failed items become ``[llm_query error: ...]`` strings that name the cause. An
 answer cut at ``max_tokens`` (or refused, or out of context) keeps its text
 and gets a visible ``[llm_query: ...]`` line appended, so it is never taken
@@ -35,13 +41,18 @@ import uuid
 from . import config, models
 from .api import Client, build_body, is_slow_down
 from .batch import AdaptiveLimiter, run_ordered
-from .errors import APIError, BatchError, BudgetExceeded, ConfigError, InputError, RLMError
+from .errors import (
+    APIError, AuthenticationError, BatchError, BillingError, BudgetExceeded, ConfigError, InputError,
+    ModelNotFoundError, PermissionDeniedError, RLMError, SpendLimitError,
+)
 
 DEFAULT_MAX_TOKENS = 4096
 # Extra retries of rate limits and overloads for batch items: the batch also
 # lowers its concurrency, so these retries wait their turn instead of piling on.
 SLOW_DOWN_RETRIES = 6
 ERROR_MARK = "[llm_query error"
+# Errors of one request that every other request of its batch would meet too.
+STOPS_BATCH = (SpendLimitError, AuthenticationError, BillingError, PermissionDeniedError, ModelNotFoundError)
 
 _STOP_NOTES = {
     "max_tokens": "answer cut at max_tokens={max_tokens}",
@@ -91,6 +102,12 @@ class _Turns(_Item):
         if system:
             self.body["system"] = system
         self._seal(json.dumps([system, messages], ensure_ascii=False))
+
+
+class _Halt:
+    """Shared by the items of one batch: the error that stopped it, once one has."""
+
+    error = None
 
 
 class _Outcome:
@@ -186,6 +203,7 @@ class Engine:
     def _fan_out(self, items, width, *, warm) -> list:
         batch_id = uuid.uuid4().hex[:12]
         limiter = AdaptiveLimiter(width)
+        halt = _Halt()
         outcomes = [None] * len(items)
         self._start_progress(len(items))
         try:
@@ -194,10 +212,10 @@ class Engine:
                 # Items answered from the ledger do not warm the cache: go on
                 # alone until one request has really been sent.
                 while start < len(items) and not (outcomes[start - 1].sent if start else False):
-                    outcomes[start] = self._run_counted(items[start], start, batch_id, None)
+                    outcomes[start] = self._run_counted(items[start], start, batch_id, None, halt)
                     start += 1
             rest = range(start, len(items))
-            done = run_ordered(rest, lambda i: self._run_counted(items[i], i, batch_id, limiter),
+            done = run_ordered(rest, lambda i: self._run_counted(items[i], i, batch_id, limiter, halt),
                                concurrency=width, limiter=limiter)
             for i, outcome in zip(rest, done):
                 if isinstance(outcome, ConfigError):
@@ -209,8 +227,10 @@ class Engine:
             self.progress = None
         return outcomes
 
-    def _run_counted(self, item, index, batch_id, limiter) -> _Outcome:
-        outcome = self._run(item, index=index, batch_id=batch_id, limiter=limiter)
+    def _run_counted(self, item, index, batch_id, limiter, halt) -> _Outcome:
+        outcome = self._run(item, index=index, batch_id=batch_id, limiter=limiter, halt=halt)
+        if isinstance(outcome.error, STOPS_BATCH) and halt.error is None:
+            halt.error = outcome.error
         self._advance(outcome)
         return outcome
 
@@ -254,7 +274,7 @@ class Engine:
         record.update(fields)
         return record
 
-    def _run(self, item, *, index, batch_id, limiter) -> _Outcome:
+    def _run(self, item, *, index, batch_id, limiter, halt=None) -> _Outcome:
         if self._is_dry():
             self.ledger.record_call(self._record(item, index, batch_id, status="dry_run", usd=item.worst_usd,
                                                  attempts=0, request_hash=item.hash))
@@ -267,6 +287,8 @@ class Engine:
                     item, index, batch_id, status="reused", usd=0.0, attempts=0, request_hash=item.hash,
                     stop_reason=cached.get("stop_reason")))
                 return _Outcome(_answer(cached, item.max_tokens), call_id=call_id)
+        if halt is not None and halt.error is not None:
+            return self._not_sent(item, index, batch_id, halt.error)
         self.client.check_key()  # no key: a ConfigError before anything is reserved
         try:
             reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens)
@@ -274,7 +296,16 @@ class Engine:
             self.ledger.record_call(self._record(item, index, batch_id, status="budget", attempts=0,
                                                  error_type=exc.type, error=exc.message, request_hash=item.hash))
             return _Outcome(_marker(exc), error=exc)
-        return _Send(self, item, index, batch_id, limiter, reservation).run()
+        return _Send(self, item, index, batch_id, limiter, reservation, halt).run()
+
+    def _not_sent(self, item, index, batch_id, cause: APIError) -> _Outcome:
+        """An item of a batch stopped by ``cause``: recorded as refused (status budget), nothing sent."""
+        error = type(cause)(f"not sent: an earlier request of this batch was refused ({cause.message}) "
+                            "and every other request would be too", cause.hint, status=cause.status,
+                            api_type=cause.api_type)
+        self.ledger.record_call(self._record(item, index, batch_id, status="budget", attempts=0,
+                                             error_type=error.type, error=error.message, request_hash=item.hash))
+        return _Outcome(_marker(error), error=error)
 
 
 class _Send:
@@ -287,9 +318,10 @@ class _Send:
     reservations cover everything that can be billed.
     """
 
-    def __init__(self, engine, item, index, batch_id, limiter, reservation):
+    def __init__(self, engine, item, index, batch_id, limiter, reservation, halt=None):
         self.engine, self.item, self.index, self.batch_id = engine, item, index, batch_id
         self.limiter = limiter
+        self.halt = halt
         self.reservations = [reservation]
         self.unanswered = 0  # attempts that may have been billed without an answer
         self.counted = None  # the last error already counted in ``unanswered``
@@ -315,6 +347,8 @@ class _Send:
         return self._settle(response, None, started)
 
     def _on_retry(self, attempt, error) -> None:
+        if self.halt is not None and self.halt.error is not None:
+            raise error from None  # the batch was stopped meanwhile: report this item's own failure
         if getattr(error, "sent", False):
             self.unanswered += 1
             self.counted = error
