@@ -477,9 +477,12 @@ def run_headless(inputs: list, question: str, *, globs=(), session_id=None, mode
     from . import client, paths, sessions
     if not isinstance(question, str) or not question.strip():
         raise InputError("run needs a question: --query TEXT", 'e.g. --query "How many requests failed?"')
+    began = time.time()
     started = sessions.start(inputs, list(globs), session_id, sub_model, limits or {}, force, max_depth,
                              root_model=model or DEFAULT_ROOT_MODEL)
     try:
-        return run_session(started["session"], question, max_iterations=max_iterations)
+        out = run_session(started["session"], question, max_iterations=max_iterations)
     finally:
         client.stop_worker(paths.session_dir(started["session"]))  # a later exec starts it again
+    out["elapsed_s"] = round(time.time() - began, 3)
+    return out

@@ -17,6 +17,10 @@ from rlmcore.errors import BudgetExceeded
 
 ERRORS = 37
 LINES = 1000
+# Read at import, before the autouse fixture swaps in a dummy key and a dead base URL.
+LIVE = ({"ANTHROPIC_API_KEY": os.environ.get("ANTHROPIC_API_KEY", ""),
+         "ANTHROPIC_BASE_URL": os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"}
+        if os.environ.get("RLM_LIVE") == "1" and os.environ.get("ANTHROPIC_API_KEY") else None)
 
 
 @pytest.fixture
@@ -290,3 +294,14 @@ def test_run_through_the_cli_reports_a_budget_stop_as_an_error(api, logfile):
     result = rlm("run", "--input", logfile, "--query", "Q", "--session", "r2", "--max-calls", "1", "--json")
     assert result.code == 1 and result.json["error"]["type"] == "budget_exceeded"
     assert ok("status", "--session", "r2")["totals"]["count"] == 1
+
+
+@pytest.mark.skipif(LIVE is None, reason="live check: set ANTHROPIC_API_KEY and RLM_LIVE=1")
+def test_live_run_finds_a_needle_with_the_real_api(tmp_path):
+    lines = [f"Filler line {i}: the river kept flowing past the quiet town." for i in range(3000)]
+    lines.insert(1789, "The special magic number for amber-falcon is: 4817263.")
+    path = tmp_path / "haystack.txt"
+    path.write_text("\n".join(lines) + "\n")
+    out = ok("run", "--input", path, "--query", "What is the special magic number for amber-falcon?",
+             "--session", "live", "--max-usd", "0.50", "--max-iterations", "8", "--json", env=LIVE, timeout=600)
+    assert "4817263" in out["answer"] and 0 < out["usd"] <= 0.50
