@@ -7,7 +7,12 @@ The life of one sub-call (``Engine._run``):
    for under that hash is returned at no cost (status ``reused``), so a re-run
    after a crash or a timeout never pays twice.
 2. ``ledger.reserve`` of its worst case (``models.worst_case_usd``); a refusal
-   fails the item without sending anything (status ``budget``). Because the
+   fails the item without sending anything (status ``budget``). While other
+   calls of the same engine are in flight, a refusal first waits for one of
+   them to settle and tries again: each holds back its worst case (input
+   bytes priced as tokens written to the cache) and settles at its real cost,
+   usually far less, so fat parallel chunks fit a budget they would otherwise
+   seem to overrun. Because the
    sum of reservations never passes a limit, parallel calls cannot overshoot.
 3. ``api.Client.send`` with retries, then ``ledger.finish_call``: the
    reservation becomes the real cost and the response is stored.
@@ -146,6 +151,9 @@ class Engine:
         self.progress = None
         self.warm_up = True  # benchmarks turn it off to measure a cold wave
         self._lock = threading.Lock()
+        self._settled = threading.Condition()  # reservations of this engine in flight, and settlements
+        self._in_flight = 0
+        self._settle_count = 0
 
     # ---- public face -----------------------------------------------------
 
@@ -291,12 +299,15 @@ class Engine:
             return self._not_sent(item, index, batch_id, halt.error)
         self.client.check_key()  # no key: a ConfigError before anything is reserved
         try:
-            reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens)
+            reservation = self._reserve(item)
         except BudgetExceeded as exc:
             self.ledger.record_call(self._record(item, index, batch_id, status="budget", attempts=0,
                                                  error_type=exc.type, error=exc.message, request_hash=item.hash))
             return _Outcome(_marker(exc), error=exc)
-        return _Send(self, item, index, batch_id, limiter, reservation, halt).run()
+        try:
+            return _Send(self, item, index, batch_id, limiter, reservation, halt).run()
+        finally:
+            self._settle_one()
 
     def _not_sent(self, item, index, batch_id, cause: APIError) -> _Outcome:
         """An item of a batch stopped by ``cause``: recorded as refused (status budget), nothing sent."""
@@ -306,6 +317,33 @@ class Engine:
         self.ledger.record_call(self._record(item, index, batch_id, status="budget", attempts=0,
                                              error_type=error.type, error=error.message, request_hash=item.hash))
         return _Outcome(_marker(error), error=error)
+
+    def _reserve(self, item) -> int:
+        """Reserve the item's worst case, waiting for this engine's calls in flight when it does not fit.
+
+        With nothing of ours in flight a refusal is final: BudgetExceeded.
+        """
+        while True:
+            with self._settled:
+                settled = self._settle_count
+            try:
+                reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens)
+            except BudgetExceeded:
+                with self._settled:
+                    if self._settle_count == settled:  # else one settled meanwhile: try again at once
+                        if self._in_flight == 0:
+                            raise
+                        self._settled.wait(timeout=1.0)
+                continue
+            with self._settled:
+                self._in_flight += 1
+            return reservation
+
+    def _settle_one(self) -> None:
+        with self._settled:
+            self._in_flight -= 1
+            self._settle_count += 1
+            self._settled.notify_all()
 
 
 class _Send:

@@ -217,6 +217,17 @@ def test_a_budget_refusal_sends_nothing(make_engine, fake_api):
     assert eng.ledger.totals()["failed"] == 3
 
 
+def test_calls_in_flight_hold_back_their_worst_case_only_until_they_settle(make_engine, fake_api):
+    fake_api.configure(latency=0.05)
+    prompts = [f"{i} " + "x" * 4000 for i in range(10)]
+    limit = round(models.worst_case_usd("claude-haiku-5-5", 4400, 64) * 5, 9)  # 5 worst cases, ~15 real costs
+    eng = make_engine({"max_usd": limit})
+    results = eng.llm_query_batch(prompts, max_tokens=64, concurrency=10)
+    assert not [r for r in results if r.startswith(ERROR_MARK)]
+    assert fake_api.stats()["requests"] == 10
+    assert eng.ledger.budget()["spent"]["usd"] <= limit
+
+
 def test_twenty_threads_never_overshoot_the_spend_cap(make_engine, fake_api):
     one = models.worst_case_usd("claude-haiku-4-5", 700, 64)
     limit = round(one * 12.5, 9)
