@@ -69,6 +69,8 @@ for number in found:
     lines += [f"{number} (line {m.line}: {m.text})" for m in hits]
 answer = (f"The special magic number for {city} is {' or '.join(found)}.\nWhere: " + "; ".join(lines)
           if found else f"No special magic number for {city} was found.")
+if failed:
+    answer += f"\n({len(failed)} of {len(parts)} chunks could not be read: run the search again to retry them.)"
 FINAL_VAR("answer")
 '''
 
