@@ -139,26 +139,40 @@ def read_code(args) -> str:
 
 
 def progress_printer():
-    if not (sys.stderr.isatty() or os.environ.get("RLM_PROGRESS") == "1"):
+    """Show a running batch on one updating stderr line, or None when progress is off.
+
+    On when stderr is a terminal or RLM_PROGRESS=1 (RLM_PROGRESS=0 silences a terminal). Only stderr:
+    stdout carries nothing but the command's JSON. The line goes away when its batch ends (on a
+    terminal; elsewhere it is ended with a newline so logs keep it).
+    """
+    setting = os.environ.get("RLM_PROGRESS", "").strip()
+    tty = sys.stderr.isatty()
+    if setting == "0" or not (tty or setting == "1"):
         return None
 
     def show(answer):
-        p = answer.get("progress") or {}
+        p = answer.get("progress")
         if not p:
-            return
-        line = (f"\r[rlm] {p.get('done', 0)}/{p.get('total', '?')} done, {p.get('failed', 0)} failed, "
+            return finish_progress(show)
+        line = (f"[rlm] {p.get('done', 0)}/{p.get('total', '?')} done, {p.get('failed', 0)} failed, "
                 f"{p.get('retries', 0)} retries, ${p.get('usd', 0):.4f}, {answer.get('elapsed_s', 0):.0f}s")
         if p.get("eta_s") is not None:
             line += f", ~{p['eta_s']:.0f}s left"
-        sys.stderr.write(line + "\x1b[K")
+        sys.stderr.write("\r" + line + ("\x1b[K" if tty else ""))
         sys.stderr.flush()
+        show.open = True
+
+    show.open, show.tty = False, tty
     return show
 
 
 def finish_progress(printer) -> None:
-    if printer:
-        sys.stderr.write("\n")
+    """Finish a progress line that is showing: erased on a terminal, ended with a newline elsewhere."""
+    if printer and printer.open:
+        sys.stderr.write("\r\x1b[K" if printer.tty else "\n")
         sys.stderr.flush()
+        printer.open = False
+
 
 
 def cmd_start(args):

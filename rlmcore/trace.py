@@ -34,7 +34,9 @@ and failed calls, failure causes and batches (with a sample answer each).
 """
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import os
 import time
 
@@ -69,19 +71,21 @@ _CALL_SELECT = ", ".join("c." + c for c in CALL_COLUMNS)
 _SENT = "status IN ('ok', 'error')"
 _FAILED = "status IN ('error', 'budget')"
 
-# Latency ranks per exec: only the rows at the median, p95 and the top SLOWEST ranks come back.
-_RANKED = """
-    WITH ranked AS (
-        SELECT id, exec_id, latency_s,
-               ROW_NUMBER() OVER (PARTITION BY {part} ORDER BY latency_s, id) AS rn,
-               COUNT(*) OVER (PARTITION BY {part}) AS n
-        FROM calls WHERE latency_s IS NOT NULL AND """ + _SENT + """)
-    SELECT {key}, r.rn, r.n, r.latency_s, {cols} FROM ranked r JOIN calls c ON c.id = r.id
-    WHERE r.rn = (r.n + 1) / 2 OR r.rn = (95 * r.n + 99) / 100 OR r.rn > r.n - ?
+# Latencies in order, per exec: SQLite sorts them faster than it ranks them with a window function, and
+# picking the median, p95 and top ranks out of the sorted stream is a slice in Python.
+_LATENCIES = f"""
+    SELECT exec_id, latency_s, id FROM calls WHERE latency_s IS NOT NULL AND {_SENT}
+    ORDER BY exec_id, latency_s, id
 """
+_CALLS_BY_ID = f"SELECT {_CALL_SELECT} FROM calls c WHERE c.id IN ({{marks}})"
 _TIMES = """
     SELECT exec_id, MIN(started), MAX(started + COALESCE(latency_s, 0)), TOTAL(latency_s)
     FROM calls GROUP BY exec_id
+"""
+_BY_MODEL = f"""
+    SELECT model, COUNT(*), TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cache_read_input_tokens),
+           TOTAL(cache_creation_input_tokens), TOTAL(usd)
+    FROM calls WHERE {_SENT} GROUP BY model ORDER BY TOTAL(usd) DESC
 """
 _CAUSES = f"""
     SELECT exec_id, status, error_type, error, COUNT(*) FROM calls WHERE {_FAILED}
@@ -158,22 +162,23 @@ def collect(ledger, *, full: bool) -> dict:
     sums = ledger.exec_summaries()
     queries = [
         (f"SELECT id, {'code' if full else 'substr(code, 1, 400)'}, length(code), "
-         "length(code) - length(replace(code, char(10), '')) + 1, started, ended, outcome, stdout_chars, "
+         "length(code) - length(replace(code, char(10), '')) + (substr(code, -1) != char(10)), started, ended, outcome, stdout_chars, "
          "error_type FROM execs ORDER BY id", ()),
-        (_RANKED.format(part="exec_id", key="r.exec_id", cols=_CALL_SELECT), (SLOWEST,)),
-        (_RANKED.format(part="NULL", key="NULL", cols=_CALL_SELECT), (SLOWEST,)),
+        (_LATENCIES, ()),
+        (f"SELECT id FROM calls WHERE latency_s IS NOT NULL AND {_SENT} ORDER BY latency_s DESC, id DESC LIMIT ?",
+         (SLOWEST,)),
         (_TIMES, ()),
         (_CAUSES, ()),
         (_FAILED_CALLS.format(part="exec_id" if full else "NULL"), (FAILED_PER_EXEC if full else FAILED_SHOWN,)),
         ("SELECT COUNT(*) FROM calls WHERE " + _FAILED, ()),
+        (_BY_MODEL, ()),
     ]
     if full:
         queries.append((_BATCHES, ()))
     rows = ledger.select(*queries)
-    execs_rows, ranked, ranked_total, times, causes, failed, ((failed_total,),) = rows[:7]
+    execs_rows, latencies, top, times, causes, failed, ((failed_total,),), models = rows[:8]
     now = time.time()
-    latency, slowest = _latency(ranked)
-    total_latency, total_slowest = _latency(ranked_total)
+    latency, slowest, total_latency, total_slowest = _latency(ledger, latencies, [r[0] for r in top])
     times = {r[0]: r[1:] for r in times}
 
     execs = [_exec_row(r, sums.get(r[0]), latency.get(r[0]), times.get(r[0]), now, full) for r in execs_rows]
@@ -191,16 +196,19 @@ def collect(ledger, *, full: bool) -> dict:
             by_exec[call["exec"]].setdefault("failed_calls", []).append(call)
         for exec_id, group in _causes(causes, per_exec=True).items():
             by_exec[exec_id]["failures"] = group
-        _attach_batches(ledger, by_exec, rows[7])
+        _attach_batches(ledger, by_exec, rows[8])
 
-    totals = _figures(_add_up(sums.values()), total_latency.get(None), _busy(times.values()))
+    totals = _figures(_add_up(sums.values()), total_latency, _busy(times.values()))
+    totals["by_model"] = {m[0]: dict(zip(("count", "input_tokens", "output_tokens", "cache_read_tokens",
+                                             "cache_write_tokens"), map(int, m[1:6])), usd=round(m[6], 9))
+                          for m in models}
     totals["execs"] = len(execs_rows)
     totals["seconds"] = _span(execs_rows, times.values(), now)
     return {
         "definitions": DEFINITIONS,
         "totals": totals,
         "execs": execs,
-        "slowest": total_slowest.get(None, []),
+        "slowest": total_slowest,
         "failures": _causes(causes, per_exec=False)[None],
         "failed_calls": failed if not full else sorted(failed, key=lambda c: c["id"])[:FAILED_SHOWN],
         "failed_calls_total": failed_total,
@@ -229,21 +237,36 @@ def brief(data: dict) -> dict:
 
 # ---- pieces -------------------------------------------------------------------
 
-def _latency(rows):
-    """({exec: (median, p95, max)}, {exec: slowest calls, slowest first}) from the ranked rows."""
-    figures, slowest = {}, {}
-    for exec_id, rn, n, value, *call in rows:
-        f = figures.setdefault(exec_id, [None, None, None])
-        if rn == (n + 1) // 2:
-            f[0] = value
-        if rn == (95 * n + 99) // 100:
-            f[1] = value
-        if rn == n:
-            f[2] = value
-        if rn > n - SLOWEST:
-            slowest.setdefault(exec_id, []).append((rn, _call(call)))
-    return ({k: tuple(v) for k, v in figures.items()},
-            {k: [c for _, c in sorted(v, key=lambda x: -x[0])] for k, v in slowest.items()})
+def _latency(ledger, rows, top_ids):
+    """Latency figures and slowest calls from (exec, latency, id) rows sorted by exec then latency.
+
+    Returns ({exec: (median, p95, max)}, {exec: slowest calls}, total (median, p95, max), total slowest).
+    """
+    figures, slowest_ids = {}, {}
+    for exec_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+        group = list(group)
+        figures[exec_id] = _ranks([r[1] for r in group])
+        slowest_ids[exec_id] = [r[2] for r in group[-SLOWEST:][::-1]]
+    everything = sorted([r[1] for r in rows])  # runs already sorted per exec: a cheap merge
+    calls = _calls_by_id(ledger, [i for ids in slowest_ids.values() for i in ids] + top_ids)
+    slowest = {k: [calls[i] for i in ids] for k, ids in slowest_ids.items()}
+    return figures, slowest, _ranks(everything), [calls[i] for i in top_ids]
+
+
+def _ranks(ordered: list) -> tuple:
+    """(median, p95, max) of sorted values, by nearest rank; Nones when empty."""
+    n = len(ordered)
+    if not n:
+        return None, None, None
+    return ordered[(n + 1) // 2 - 1], ordered[(95 * n + 99) // 100 - 1], ordered[-1]
+
+
+def _calls_by_id(ledger, ids: list) -> dict:
+    ids = sorted(set(ids))
+    step = 500  # old SQLite allows 999 parameters per statement
+    queries = [(_CALLS_BY_ID.format(marks=",".join("?" * len(ids[i:i + step]))), tuple(ids[i:i + step]))
+               for i in range(0, len(ids), step)]
+    return {row[0]: _call(row) for rows in ledger.select(*queries) for row in rows} if queries else {}
 
 
 def _figures(summary: dict, latency, busy) -> dict:
