@@ -27,7 +27,9 @@ hold back budget forever. (Should the pid be reused meanwhile, the reservation
 waits for that process to end: it errs towards refusing, never overspending.)
 
 Damage. A truncated or garbage file raises ``LedgerError`` naming the file; it
-is never recreated silently, since a fresh ledger would forget the spend.
+is never recreated silently, since a fresh ledger would forget the spend. The
+way out the error names: move the file aside, then ``rlm_repl.py budget``
+with limits starts a fresh one, which the worker picks up at its next exec.
 
 Schema (``trace`` reads these tables directly; times are Unix seconds):
 
@@ -191,7 +193,8 @@ class Ledger:
                 header = f.read(100)
         except FileNotFoundError:
             raise LedgerError(f"the session has no ledger: {self.path} does not exist",
-                              "the session was not fully created; start it again with 'rlm_repl.py start'") from None
+                              f"{_fresh_ledger_way(self.path)}, or start the session again with "
+                              "'rlm_repl.py start'") from None
         except OSError as exc:
             raise LedgerError(f"cannot read the ledger {self.path}: {exc.strerror or exc}",
                               "check that the file is yours and readable") from exc
@@ -470,10 +473,19 @@ def _header_problem(header: bytes, size: int, wal_size: int) -> str | None:
 def _damaged(path: str, why: str) -> LedgerError:
     return LedgerError(
         f"the ledger {path} is damaged: {why}",
-        f"move it aside (mv {path} {path}.broken) to start a fresh ledger; "
+        f"move it aside (mv {path} {path}.broken), then {_fresh_ledger_way(path)}; "
         "spend recorded in it will no longer count against the limits",
         path=path,
     )
+
+
+def _fresh_ledger_way(path: str) -> str:
+    """How to start a fresh ledger at ``path``: a session's is made only when asked for, with its limits."""
+    folder = os.path.dirname(path)
+    if os.path.basename(os.path.dirname(folder)) == "sessions":
+        return (f"start a fresh one with its limits: 'rlm_repl.py budget --session {os.path.basename(folder)} "
+                "--max-usd X' (and --max-calls, --max-tokens as you wish)")
+    return "a fresh one is made at the next use"
 
 
 def _translate(path: str, exc: sqlite3.DatabaseError) -> LedgerError:

@@ -96,6 +96,8 @@ class Namespace:
         return running
 
     def begin_exec(self, code: str, dry_run: bool, parent_call_id=None) -> int:
+        if self.ledger is None:
+            self._open_ledger()  # it may have been mended since (moved aside, a fresh one started)
         if self.ledger is not None:
             exec_id = self.ledger.begin_exec(code)
         else:

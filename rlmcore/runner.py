@@ -18,10 +18,14 @@ import sys
 import threading
 import traceback
 
+from .errors import RLMError
 from .paths import private_open
 
 MESSAGE_MAX = 2000  # an exception message longer than this is cut: a 50 KB message must not reach the model whole
 TRACEBACK_MAX = 6000
+# A deeper traceback shows its first and last frames only: formatting the million frames of a deep
+# recursion (after sys.setrecursionlimit) would take many seconds, to be cut to TRACEBACK_MAX anyway.
+FRAMES_SHOWN = 20
 SPILL_AT = 1 << 20  # keep up to 1 MiB in memory before streaming to disk
 
 
@@ -131,21 +135,41 @@ def cut_middle(text: str, limit: int) -> str:
 
 
 def format_error(exc: BaseException, filename: str) -> dict:
-    """``{type, message, traceback}`` showing only frames from the user's code onwards."""
+    """``{type, message, traceback}`` showing only frames from the user's code onwards, and the
+    ``hint`` of rlm's own errors (how to fix a missing key, a refused request, a damaged ledger)."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename != filename:
         tb = tb.tb_next
     if isinstance(exc, SyntaxError) and exc.filename == filename:
         tb = None
-    lines = traceback.format_exception(type(exc), exc, tb)
     message = str(exc)
     if isinstance(exc, SystemExit):
         message = f"SystemExit({exc.code!r}): the code called sys.exit(); the session keeps running"
-    return {
+    out = {
         "type": type(exc).__name__,
         "message": cut_middle(message, MESSAGE_MAX),
-        "traceback": cut_middle("".join(lines), TRACEBACK_MAX),
+        "traceback": cut_middle(_format_traceback(exc, tb), TRACEBACK_MAX),
     }
+    if isinstance(exc, RLMError) and exc.hint:
+        out["hint"] = cut_middle(str(exc.hint), MESSAGE_MAX)
+    return out
+
+
+def _format_traceback(exc: BaseException, tb) -> str:
+    depth, frame = 0, tb
+    while frame is not None:
+        depth, frame = depth + 1, frame.tb_next
+    if depth <= 2 * FRAMES_SHOWN:
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    tail = tb
+    for _ in range(depth - FRAMES_SHOWN):
+        tail = tail.tb_next
+    lines = ["Traceback (most recent call last):\n"]
+    lines += traceback.format_list(traceback.extract_tb(tb, limit=FRAMES_SHOWN))
+    lines.append(f"  [... {depth - 2 * FRAMES_SHOWN:,} frames left out ...]\n")
+    lines += traceback.format_list(traceback.extract_tb(tail))
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines)
 
 
 def split_last_expression(tree: ast.Module):

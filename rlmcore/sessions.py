@@ -14,7 +14,7 @@ import shutil
 import time
 
 from . import client, config, paths
-from .errors import InputError, NoFinal, SessionExists, WorkerError
+from .errors import InputError, LedgerError, NoFinal, SessionExists, WorkerError
 
 RESTART_MID_EXEC = ("the worker exited while the exec ran (os._exit(), a crash or a kill); "
                     "it was started again from the last checkpoint")
@@ -160,11 +160,15 @@ def status(session_id: str) -> dict:
            "input": client.read_json(os.path.join(sdir, "summary.json"))}
     for key in ("preview", "files_preview"):
         (out["input"] or {}).pop(key, None)
-    ledger = _ledger(sdir)
     try:
-        out["budget"], out["totals"] = ledger.budget(), ledger.totals()
-    finally:
-        ledger.close()
+        ledger = _ledger(sdir)
+    except LedgerError as exc:  # shown, never replaced by a zero spend; the rest of the status still helps
+        out["budget"], out["totals"] = {"error": exc.to_json()}, None
+    else:
+        try:
+            out["budget"], out["totals"] = ledger.budget(), ledger.totals()
+        finally:
+            ledger.close()
     out["final"] = os.path.exists(os.path.join(sdir, "final.json"))
     out["worker"] = _worker_status(sdir)
     return out
@@ -217,13 +221,22 @@ def _spent_usd(sdir: str):
 
 def budget(session_id: str, limits: dict) -> dict:
     sdir = paths.session_dir(session_id)
+    notes = []
+    path = os.path.join(sdir, "ledger.sqlite")
+    if limits and not os.path.lexists(path):
+        # The way out of a damaged ledger (moved aside): a fresh one, made only when limits are given.
+        _create_ledger(sdir, limits)
+        notes.append(f"started a fresh ledger {path}: spend recorded before it does not count")
     ledger = _ledger(sdir)
     try:
         if limits:
             ledger.set_limits(**limits)
-        return {"session": session_id, "budget": ledger.budget(), "totals": ledger.totals()}
+        out = {"session": session_id, "budget": ledger.budget(), "totals": ledger.totals()}
     finally:
         ledger.close()
+    if notes:
+        out["notes"] = notes
+    return out
 
 
 def stop(session_id: str, keep: bool = False) -> dict:
