@@ -60,11 +60,12 @@ def fill(home: str, session: str, calls: int, execs: int, seed: int = 7) -> str:
     ledger.close()
 
     rng = random.Random(seed)
-    t = time.time() - 3000
+    t = time.time() - 3 * 3600
     rows = []
     per_exec = calls // execs
     for n in range(calls):
-        exec_id = exec_ids[min(n // per_exec, execs - 1)]
+        index = min(n // per_exec, execs - 1)
+        exec_id = exec_ids[index]
         batch = f"b{exec_id:05d}"
         draw = rng.random()
         status, attempts, error_type, error = "ok", 1, None, None
@@ -85,7 +86,7 @@ def fill(home: str, session: str, calls: int, execs: int, seed: int = 7) -> str:
             tokens = (0, 0, 0, 0)
         usd = (tokens[0] * 0.1 + tokens[1] * 0.5 + tokens[2] * 0.01 + tokens[3] * 0.125) / 1e6
         rows.append((exec_id, batch, n % per_exec, "claude-haiku-5-5", status, attempts, *tokens, usd,
-                     t + n * 0.03, latency, error_type, error, "end_turn" if status == "ok" else None,
+                     t + n * 0.03 + index * 20.0, latency, error_type, error, "end_turn" if status == "ok" else None,
                      f"req_{n:08d}" if sent else None))
     import sqlite3
     conn = sqlite3.connect(os.path.join(sdir, "ledger.sqlite"))
@@ -94,6 +95,9 @@ def fill(home: str, session: str, calls: int, execs: int, seed: int = 7) -> str:
             "INSERT INTO calls (exec_id, batch_id, item, model, status, attempts, input_tokens, output_tokens, "
             "cache_read_input_tokens, cache_creation_input_tokens, usd, started, latency_s, error_type, error, "
             "stop_reason, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        # each exec spans its calls, and the model thinks for 20 s between execs
+        conn.execute("UPDATE execs SET started = (SELECT MIN(started) - 0.3 FROM calls WHERE exec_id = execs.id), "
+                     "ended = (SELECT MAX(started + COALESCE(latency_s, 0)) + 0.2 FROM calls WHERE exec_id = execs.id)")
     conn.close()
     return sdir
 

@@ -85,7 +85,7 @@ def _waterfall(data: dict) -> str:
                       f'calls · {_e(_first(e["code"], 50))}</option>'
                       for e in data["execs"] if e["exec"] is not None)
     legend = "".join(f'<span><i class="k{i}"></i>{name.replace("_", " ")}</span>' for i, name in enumerate(KINDS))
-    return f"""<section><h2>Timeline</h2>
+    return f"""<section id="timeline"><h2>Timeline</h2>
 <div class="wf-bar"><label>Show <select id="wf-exec"><option value="">all execs</option>{options}</select></label>
 <span class="legend">{legend}</span></div>
 <div id="wf-box"><canvas id="wf"></canvas><div id="wf-tip" hidden></div></div>
@@ -103,7 +103,7 @@ def _execs(data: dict) -> str:
     out = [head] + [_exec_row(e, top_tokens, top_usd) for e in rows]
     key = ('<p class="keyline"><i class="t-in"></i>input <i class="t-cw"></i>cache write '
            '<i class="t-cr"></i>cache read <i class="t-out"></i>output · click a row for its code, batches '
-           'and errors</p>')
+           'and errors, its number to see it on the timeline</p>')
     return f'<section><h2>Execs</h2>{key}<div class="execs">{"".join(out)}</div></section>'
 
 
@@ -116,8 +116,9 @@ def _exec_row(e: dict, top_tokens: int, top_usd: float) -> str:
     bar = "".join(f'<i class="{cls}" style="width:{100 * c[k] / top_tokens:.2f}%"></i>' for k, cls in parts if c[k])
     tip = " · ".join(f"{k.replace('_', ' ')} {c[k]:,}" for k, _ in parts)
     ratio = "–" if c["cache_hit_ratio"] is None else f"{100 * c['cache_hit_ratio']:.0f}%"
+    zoom = label if e["exec"] is None else f'<a href="#exec-{label}" title="show it on the timeline">{label}</a>'
     summary = (
-        f'<summary class="row"><span>{label}</span><span><b class="o-{_e(outcome)}">{_e(outcome)}</b></span>'
+        f'<summary class="row"><span>{zoom}</span><span><b class="o-{_e(outcome)}">{_e(outcome)}</b></span>'
         f'<span>{_clock(e["started"])}</span><span>{_secs(e["seconds"])}</span>'
         f'<span class="n">{c["count"]:,}</span><span class="n">{c["reused"]:,}</span>'
         f'<span class="n{" bad" if c["failed"] else ""}">{c["failed"]:,}</span>'
@@ -243,7 +244,8 @@ def _chart_data(data: dict, calls: list) -> dict:
     now = time.time()
     ex = [{"id": e["exec"], "s": round(e["started"] - t0, 3),
            "e": round((e["ended"] if e["ended"] is not None else now) - t0, 3), "o": e["outcome"] or "library",
-           "n": e["calls"]["count"] + e["calls"]["reused"] + e["calls"]["dry_run"]} for e in execs]
+           "n": e["calls"]["count"] + e["calls"]["reused"] + e["calls"]["dry_run"], "c": _first(e["code"], 80)}
+          for e in execs]
     return {"calls": cols, "errors": errors, "execs": ex, "kinds": KINDS}
 
 
@@ -339,7 +341,7 @@ section.cards { display:grid; grid-template-columns:repeat(7, 1fr); gap:10px; ba
 .card { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:10px 12px; min-width:0; }
 .card .label { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.04em; }
 .card .value { font-size:22px; font-weight:600; margin:2px 0; white-space:nowrap; font-variant-numeric:tabular-nums; }
-.card .note { color:var(--muted); font-size:12px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
+.card .note { color:var(--muted); font-size:12px; }
 #total-failed .value { color:var(--error); }
 #total-failed.zero .value, .card.zero .value { color:var(--ink); }
 .wf-bar { display:flex; gap:18px; align-items:center; flex-wrap:wrap; margin-bottom:8px; color:var(--muted); }
@@ -365,6 +367,8 @@ details.exec { border-bottom:1px solid var(--line); }
 details.exec summary { cursor:pointer; list-style:none; }
 details.exec summary::-webkit-details-marker { display:none; }
 details.exec summary:hover { background:#f2f5f9; }
+details.exec summary a { color:var(--ok); font-weight:600; text-decoration:none; }
+details.exec summary a:hover { text-decoration:underline; }
 details.exec[open] summary { background:#eef3fa; }
 .n { text-align:right; font-variant-numeric:tabular-nums; }
 .bad { color:var(--error); font-weight:600; } .warn { color:#b66d00; }
@@ -414,6 +418,7 @@ JS = r"""
   var view = null;
 
   function fmt(s) {
+    if (s === 0) return "0 s";
     if (s < 1) return Math.round(s * 1000) + " ms";
     if (s < 60) return (s < 10 ? s.toFixed(1) : Math.round(s)) + " s";
     var m = Math.floor(s / 60), r = Math.round(s % 60);
@@ -476,6 +481,12 @@ JS = r"""
             width: width, height: height, top: AXIS + EXROW + 6, execId: execId};
   }
 
+  function tick(t, step, digits) {
+    if (step < 60) return (t < 60 ? t.toFixed(digits) : Math.floor(t / 60) + "m " + (t % 60).toFixed(digits)) + " s";
+    var m = Math.round(t / 60);
+    return m < 60 ? m + " min" : Math.floor(m / 60) + "h " + (m % 60) + "m";
+  }
+
   function niceStep(sec) {
     var p = Math.pow(10, Math.floor(Math.log10(sec))), m = sec / p;
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
@@ -490,13 +501,16 @@ JS = r"""
     g.clearRect(0, 0, v.width, v.height);
     g.font = "11px -apple-system, Segoe UI, Roboto, Arial, sans-serif";
     // axis ticks, in seconds from the start of the session, only inside active stretches
-    var step = niceStep(Math.max(90 / v.scale, 0.001));
+    var step = niceStep(Math.max(90 / v.scale, 0.001)), origin = v.segs[0][0];
+    var digits = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9));
     g.fillStyle = "#5f6b7a"; g.strokeStyle = "#edf0f3"; g.lineWidth = 1;
     v.segs.forEach(function (s, k) {
-      for (var t = Math.ceil(s[0] / step) * step; t <= s[1]; t += step) {
+      // ticks count from the start of the view: of the session, or of the exec zoomed into
+      for (var t = origin + Math.ceil((s[0] - origin) / step - 1e-9) * step; t <= s[1]; t += step) {
         var px = Math.round(v.x(t)) + 0.5;
         g.beginPath(); g.moveTo(px, AXIS - 4); g.lineTo(px, v.height); g.stroke();
-        g.fillText(fmt(t), px + 3, AXIS - 8);
+        var label = tick(t - origin, step, digits);
+        if (px + 3 + g.measureText(label).width < v.width) g.fillText(label, px + 3, AXIS - 8);
       }
       if (k > 0) {  // an idle break
         var gx = v.x0[k] - GAP_PX, idle = s[0] - v.segs[k - 1][1];
@@ -515,7 +529,8 @@ JS = r"""
       var a = v.x(e.s), b = Math.max(v.x(e.e), a + 2);
       g.fillStyle = OUTCOME[e.o] || "#8a96a3"; g.globalAlpha = 0.85;
       g.fillRect(a, AXIS + 2, b - a, EXROW - 6); g.globalAlpha = 1;
-      var label = "exec " + e.id;
+      var label = "exec " + e.id, long = label + " · " + e.c;
+      if (e.c && b - a > g.measureText(long).width + 8) label = long;
       if (b - a > g.measureText(label).width + 8) { g.fillStyle = "#fff"; g.fillText(label, a + 4, AXIS + 13); }
     });
     // calls
@@ -586,11 +601,26 @@ JS = r"""
     show(select.value);
   });
   select.addEventListener("change", function () { show(select.value); });
+  // #exec-N in the address zooms to exec N (the rows of the exec table link there)
+  function fromHash() {
+    var m = /^#exec-(\d+)$/.exec(location.hash);
+    if (m && select.querySelector('option[value="' + m[1] + '"]')) { select.value = m[1]; return m[1]; }
+    return null;
+  }
+  window.addEventListener("hashchange", function () {
+    var id = fromHash();
+    if (id !== null) { show(id); document.getElementById("timeline").scrollIntoView(); }
+  });
   var resizing = null;
   window.addEventListener("resize", function () {
     clearTimeout(resizing); resizing = setTimeout(function () { show(view.execId); }, 150);
   });
-  function show(execId) { view = build(execId); draw(); }
-  show("");
+  function show(execId) {
+    view = build(execId); draw();
+    try {  // keep the address in step, so it can be shared; some browsers refuse this for file:// pages
+      history.replaceState(null, "", execId === "" ? location.pathname : "#exec-" + execId);
+    } catch (e) { /* the view still changed */ }
+  }
+  show(fromHash() || "");
 })();
 """

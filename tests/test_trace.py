@@ -276,8 +276,10 @@ def test_the_report_is_one_self_contained_file(recorded, tmp_path):
     assert out["html"] == str(path)
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!doctype html>")
-    for outside in ("http://", "https://", "src=", "<link", "@import", "url("):
+    for outside in ("http://", "https://", "<link", "@import", "url("):
         assert outside not in page, outside
+    assert re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", page) == [
+        f"#exec-{n}" for n in range(1, 7)]  # only links within the page
     assert "x = 1 / 0" in page and "ZeroDivisionError" in page  # the code and the errors
 
 
