@@ -110,7 +110,7 @@ def _execs(data: dict) -> str:
 def _exec_row(e: dict, top_tokens: int, top_usd: float) -> str:
     c = e["calls"]
     label = "–" if e["exec"] is None else str(e["exec"])
-    outcome = e["outcome"] or "library"
+    outcome = _outcome(e)
     parts = [("input_tokens", "t-in"), ("cache_write_tokens", "t-cw"), ("cache_read_tokens", "t-cr"),
              ("output_tokens", "t-out")]
     bar = "".join(f'<i class="{cls}" style="width:{100 * c[k] / top_tokens:.2f}%"></i>' for k, cls in parts if c[k])
@@ -243,7 +243,7 @@ def _chart_data(data: dict, calls: list) -> dict:
         cols["x"].append(errors.index(error_type) if error_type else -1)
     now = time.time()
     ex = [{"id": e["exec"], "s": round(e["started"] - t0, 3),
-           "e": round((e["ended"] if e["ended"] is not None else now) - t0, 3), "o": e["outcome"] or "library",
+           "e": round((e["ended"] if e["ended"] is not None else now) - t0, 3), "o": _outcome(e),
            "n": e["calls"]["count"] + e["calls"]["reused"] + e["calls"]["dry_run"], "c": _first(e["code"], 80)}
           for e in execs]
     return {"calls": cols, "errors": errors, "execs": ex, "kinds": KINDS}
@@ -253,6 +253,11 @@ def _chart_data(data: dict, calls: list) -> dict:
 
 def _e(text) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _outcome(e: dict) -> str:
+    """An exec's outcome; rows of calls without an exec say why they have none."""
+    return e["outcome"] or ("library" if e["exec"] is None else "unknown")
 
 
 def _dash(value) -> str:
@@ -361,7 +366,8 @@ section.cards { display:grid; grid-template-columns:repeat(7, 1fr); gap:10px; ba
 .t-in { background:var(--t-in); } .t-cw { background:var(--t-cw); } .t-cr { background:var(--t-cr); }
 .t-out { background:var(--t-out); }
 .execs .row { display:grid; align-items:center; gap:10px; padding:6px 8px;
-  grid-template-columns:34px 84px 62px 58px 50px 50px 46px 50px minmax(150px, 1.4fr) 120px 62px 104px minmax(120px, 1.5fr); }
+  grid-template-columns:34px 84px 62px 58px 50px 50px 46px 50px minmax(150px, 1.4fr) 120px 62px 104px
+    minmax(120px, 1.5fr); }
 .execs .head { color:var(--muted); font-size:12px; border-bottom:1px solid var(--line); }
 details.exec { border-bottom:1px solid var(--line); }
 details.exec summary { cursor:pointer; list-style:none; }
@@ -372,10 +378,11 @@ details.exec summary a:hover { text-decoration:underline; }
 details.exec[open] summary { background:#eef3fa; }
 .n { text-align:right; font-variant-numeric:tabular-nums; }
 .bad { color:var(--error); font-weight:600; } .warn { color:#b66d00; }
-b[class^="o-"] { font-weight:600; font-size:12px; padding:1px 7px; border-radius:9px; background:#e8f4ec; color:#2f7d4b; }
+b[class^="o-"] { font-weight:600; font-size:12px; padding:1px 7px; border-radius:9px; background:#e8f4ec;
+  color:#2f7d4b; }
 b.o-error { background:#fbe9e9; color:#b23333; } b.o-timeout { background:#fdf0dc; color:#9a5b00; }
 b.o-interrupted { background:#eceff3; color:#555f6b; } b.o-running { background:#e6effa; color:#2d5e99; }
-b.o-library { background:#eceff3; color:#555f6b; }
+b.o-library, b.o-unknown { background:#eceff3; color:#555f6b; }
 .tbar { display:flex; align-items:center; gap:6px; min-width:0; }
 .stack { flex:1; display:flex; height:10px; background:#f0f2f5; border-radius:3px; overflow:hidden; }
 .stack i { display:block; height:100%; }
@@ -392,7 +399,8 @@ pre { background:#0f1720; color:#e6edf3; padding:10px 12px; border-radius:8px; o
 table { border-collapse:collapse; width:100%; font-size:13px; }
 td.msg, td.ans { width:100%; }
 th.n, td.n { text-align:right; white-space:nowrap; }
-th { text-align:left; white-space:nowrap; color:var(--muted); font-weight:500; font-size:12px; border-bottom:1px solid var(--line);
+th { text-align:left; white-space:nowrap; color:var(--muted); font-weight:500; font-size:12px;
+  border-bottom:1px solid var(--line);
   padding:4px 8px; }
 td { border-bottom:1px solid #f0f2f5; padding:4px 8px; vertical-align:top; }
 td.msg, td.ans { color:#3b4654; word-break:break-word; }
@@ -481,6 +489,8 @@ JS = r"""
             width: width, height: height, top: AXIS + EXROW + 6, execId: execId};
   }
 
+  function num(n) { return n.toLocaleString("en-US"); }
+
   function tick(t, step, digits) {
     if (step < 60) return (t < 60 ? t.toFixed(digits) : Math.floor(t / 60) + "m " + (t % 60).toFixed(digits)) + " s";
     var m = Math.round(t / 60);
@@ -548,8 +558,10 @@ JS = r"""
     var what = v.execId === "" ? D.execs.filter(function (e) { return e.id !== null; }).length + " execs"
                                : "exec " + v.execId;
     var parts = [];
-    D.kinds.forEach(function (k, j) { if (counts[j]) parts.push(counts[j].toLocaleString("en-US") + " " + k.replace("_", " ")); });
-    caption.textContent = L.idx.length.toLocaleString("en-US") + " calls in " + what + " (" + (parts.join(", ") || "none") +
+    D.kinds.forEach(function (k, j) {
+      if (counts[j]) parts.push(num(counts[j]) + " " + k.replace("_", " "));
+    });
+    caption.textContent = num(L.idx.length) + " calls in " + what + " (" + (parts.join(", ") || "none") +
       "); at most " + peak + " open at once (waits between retries included). " +
       "Hover a bar for the call; click a bar to zoom into its exec, again to zoom out.";
   }
@@ -579,7 +591,7 @@ JS = r"""
     }
     var i = h.call, s = "call " + C.id[i] + " · exec " + C.e[i] + (C.i[i] !== null ? " item " + C.i[i] : "") +
       "\n" + D.kinds[C.k[i]].replace("_", " ") + " · " + C.a[i] + " attempt" + (C.a[i] === 1 ? "" : "s") +
-      (C.d[i] ? " · " + fmt(C.d[i]) : "") + "\n" + C.t[i].toLocaleString("en-US") + " tokens · $" + C.u[i];
+      (C.d[i] ? " · " + fmt(C.d[i]) : "") + "\n" + num(C.t[i]) + " tokens · $" + C.u[i];
     if (C.x[i] >= 0) s += "\n" + D.errors[C.x[i]];
     return s;
   }

@@ -42,6 +42,7 @@ import time
 
 from . import paths
 from .errors import InputError
+from .ledger import SUMMARY_KEYS, Ledger
 
 EXECS_SHOWN = 20  # execs in the default answer (the most recent)
 SLOWEST = 5  # slowest calls listed, in total and (full detail) per exec
@@ -105,6 +106,12 @@ _ANSWERS = """
     SELECT c.id, r.response FROM calls c JOIN responses r ON r.request_hash = c.request_hash
     WHERE c.id IN ({marks})
 """
+_EXECS = """
+    SELECT id, {code}, length(code),
+           length(code) - length(replace(code, char(10), '')) + (substr(code, -1) != char(10)),
+           started, ended, outcome, stdout_chars, error_type
+    FROM execs ORDER BY id
+"""
 _WATERFALL = """
     SELECT id, exec_id, started, latency_s, status, attempts, item, batch_id,
            input_tokens + output_tokens + cache_read_input_tokens + cache_creation_input_tokens, usd, error_type
@@ -116,7 +123,6 @@ _WATERFALL = """
 
 def trace(session_id: str, *, full: bool = False, html: str | None = None) -> dict:
     """The ``trace`` command: the summary (full detail with ``full``), and the report written to ``html``."""
-    from .ledger import Ledger
     sdir = paths.session_dir(session_id)
     out_path = _html_target(html) if html else None
     ledger = Ledger(os.path.join(sdir, "ledger.sqlite"))
@@ -161,9 +167,7 @@ def collect(ledger, *, full: bool) -> dict:
     """Every figure of the trace, in full detail; ``brief`` trims it for the default answer."""
     sums = ledger.exec_summaries()
     queries = [
-        (f"SELECT id, {'code' if full else 'substr(code, 1, 400)'}, length(code), "
-         "length(code) - length(replace(code, char(10), '')) + (substr(code, -1) != char(10)), started, ended, outcome, stdout_chars, "
-         "error_type FROM execs ORDER BY id", ()),
+        (_EXECS.format(code="code" if full else "substr(code, 1, 400)"), ()),
         (_LATENCIES, ()),
         (f"SELECT id FROM calls WHERE latency_s IS NOT NULL AND {_SENT} ORDER BY latency_s DESC, id DESC LIMIT ?",
          (SLOWEST,)),
@@ -181,11 +185,14 @@ def collect(ledger, *, full: bool) -> dict:
     latency, slowest, total_latency, total_slowest = _latency(ledger, latencies, [r[0] for r in top])
     times = {r[0]: r[1:] for r in times}
 
-    execs = [_exec_row(r, sums.get(r[0]), latency.get(r[0]), times.get(r[0]), now, full) for r in execs_rows]
-    if None in sums:  # calls made outside any exec (library use)
-        execs.append(_exec_row((None, "", 0, 0, None, None, None, 0, None), sums[None],
-                               latency.get(None), times.get(None), now, full))
-        execs[-1]["note"] = "calls made outside any exec (library use)"
+    execs = [_exec_row(r, sums.get(r[0]), latency.get(r[0]), times.get(r[0]), now) for r in execs_rows]
+    known = {r[0] for r in execs_rows}
+    for exec_id in sorted((k for k in sums if k not in known), key=lambda k: (k is None, k or 0)):
+        # calls made outside any exec (library use), or under an exec the history lacks
+        execs.append(_exec_row((exec_id, "", 0, 0, None, None, None, 0, None), sums[exec_id],
+                               latency.get(exec_id), times.get(exec_id), now))
+        execs[-1]["note"] = ("calls made outside any exec (library use)" if exec_id is None
+                             else "calls of an exec missing from the exec history")
     by_exec = {e["exec"]: e for e in execs}
     failed = [_call(r) for r in failed]
     if full:
@@ -285,19 +292,15 @@ def _add_up(summaries) -> dict:
     for s in summaries:
         total = dict(s) if total is None else {k: total[k] + s[k] for k in s}
     if total is None:
-        from .ledger import SUMMARY_KEYS
         total = dict.fromkeys(SUMMARY_KEYS, 0)
         total["usd"] = total["dry_run_usd"] = 0.0
     total["usd"], total["dry_run_usd"] = round(total["usd"], 9), round(total["dry_run_usd"], 9)
     return total
 
 
-def _exec_row(row, summary, latency, times, now, full) -> dict:
+def _exec_row(row, summary, latency, times, now) -> dict:
     exec_id, code, code_chars, code_lines, started, ended, outcome, stdout_chars, error_type = row
-    from .ledger import SUMMARY_KEYS
-    if summary is None:
-        summary = dict.fromkeys(SUMMARY_KEYS, 0)
-        summary["usd"] = summary["dry_run_usd"] = 0.0
+    summary = summary or _add_up([])
     first, last, busy = times or (None, None, 0.0)
     if started is None:  # calls outside execs: their own span
         started, ended = first, last

@@ -192,15 +192,17 @@ def test_median_and_p95_are_nearest_rank_per_exec_and_in_total(tmp_path):
     assert [c["latency_s"] for c in data["slowest"]] == [100, 99, 98, 97, 96]
 
 
-def test_calls_made_outside_any_exec_get_a_row_of_their_own(tmp_path):
+def test_calls_made_outside_any_exec_or_under_an_unknown_exec_get_rows_of_their_own(tmp_path):
     with Ledger(str(tmp_path / "ledger.sqlite"), create=True) as ledger:
         exec_id = ledger.begin_exec("x = 1")
         _sent(ledger, exec_id, 1.0)
         _sent(ledger, None, 2.0)
-        data = trace_mod.collect(ledger, full=False)
-    outside = data["execs"][-1]
+        _sent(ledger, 99, 3.0, status="error", error_type="server_error", error="api_error (HTTP 500)")
+        data = trace_mod.collect(ledger, full=True)
+    unknown, outside = data["execs"][1:]
     assert outside["exec"] is None and outside["calls"]["count"] == 1 and "outside" in outside["note"]
-    assert data["totals"]["count"] == 2 and data["totals"]["execs"] == 1
+    assert unknown["exec"] == 99 and unknown["failed_calls"][0]["error"] == "api_error (HTTP 500)"
+    assert data["totals"]["count"] == 3 and data["totals"]["execs"] == 1
 
 
 def test_the_default_answer_shows_the_recent_execs_and_json_every_exec_whole(tmp_path, monkeypatch):
@@ -329,3 +331,25 @@ def test_the_report_of_a_session_without_calls_renders_too(tmp_path):
     dom = _render(path, tmp_path)
     assert _text(dom, "wf-caption").startswith("0 calls in 1 execs")
     assert "No call failed" in dom
+
+
+def test_the_waterfall_names_the_call_under_the_pointer_and_zooms_on_click(recorded, tmp_path):
+    env, _, _ = recorded
+    path = tmp_path / "r.html"
+    _trace(env, "--html", path)
+    probe = """<script>
+    var c = document.getElementById("wf"), r = c.getBoundingClientRect(), seen = [];
+    for (var y = 50; y < 140; y += 7) for (var x = 60; x < r.width; x += 40) {
+      c.dispatchEvent(new MouseEvent("mousemove", {clientX: r.left + x, clientY: r.top + y}));
+      var tip = document.getElementById("wf-tip");
+      if (!tip.hidden) seen.push(tip.textContent.split("\\n")[0]);
+    }
+    c.dispatchEvent(new MouseEvent("click", {clientX: r.left + r.width / 2, clientY: r.top + 30}));
+    var p = document.createElement("p"); p.id = "probe";
+    p.textContent = seen.join(" ; ") + " | " + document.getElementById("wf-caption").textContent;
+    document.body.appendChild(p);
+    </script></body>"""
+    path.write_text(path.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8")
+    seen, caption = _text(_render(path, tmp_path), "probe").split(" | ")
+    assert re.search(r"call \d+ · exec \d+ item \d+", seen), seen
+    assert re.match(r"\d+ calls in exec \d+ ", caption), caption  # the click zoomed into one exec
