@@ -56,8 +56,13 @@ def _header(data: dict, meta: dict) -> str:
         bits.append(f"{info.get('files', 0):,} file{'s' if info.get('files') != 1 else ''}, "
                     f"{_bytes(info.get('bytes', 0))}, ~{info.get('est_tokens', 0):,} tokens of input")
     bits.append("report written " + _clock(time.time(), date=True))
+    models = data["totals"].get("by_model") or {}
+    spend = ""
+    if len(models) > 1:  # e.g. the root model of a run and the sub-call model
+        spend = '<p class="sub">by model: ' + " · ".join(
+            f"{_e(m)} {v['count']:,} calls {_usd(v['usd'])}" for m, v in models.items()) + "</p>"
     return (f'<header><h1>rlm trace <span class="sid">{_e(data["session"])}</span></h1>'
-            f'<p class="sub">{" · ".join(bits)}</p></header>')
+            f'<p class="sub">{" · ".join(bits)}</p>{spend}</header>')
 
 
 def _cards(t: dict) -> str:
@@ -147,14 +152,14 @@ def _exec_detail(e: dict) -> str:
     if code:
         parts.append(f"<pre>{_e(code[:CODE_CHARS] + more)}</pre>")
     if e.get("batches"):
-        parts.append(_table(
+        parts.append("<h3>Batches</h3>" + _table(
             [("batch", ""), ("calls", "n"), ("failed", "n"), ("retries", "n"), ("reused", "n"), ("took", "n"),
              ("cost", "n"), ("a sample answer", "ans")],
             [[f"<code>{_e(b['batch'] or 'single calls')}</code>", f"{b['calls']:,}", f"{b['failed']:,}",
               f"{b['retries']:,}", f"{b['reused']:,}", _secs(b["seconds"]), _usd(b["usd"]),
               _e(b["sample_answer"] or "")] for b in e["batches"]]))
     if e.get("failures"):
-        parts.append(_causes_table(e["failures"], with_execs=False))
+        parts.append("<h3>Failed calls by cause</h3>" + _causes_table(e["failures"], with_execs=False))
     return f'<div class="detail">{"".join(parts)}</div>'
 
 
