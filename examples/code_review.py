@@ -7,11 +7,12 @@ a bare except that hides failures, hard-coded credentials, an unfinished refund 
 
 1. start a session on the tree (--glob '**/*.py');
 2. per-file map: for each file in `context_files`, one prompt with the file's numbered lines and the review
-   task; all of them in one parallel batch (a shared `system` prompt, cached);
+   task; all of them in one parallel batch (a shared `system` prompt). For a big repository, pack small files
+   into fewer, fatter prompts, as SKILL.md shows;
 3. merge with code: parse the "- line N: ..." findings, group them by file, count them;
 4. hand the report over with FINAL_VAR, print it with `final`, stop the session.
 
-    python3 examples/code_review.py                 # with ANTHROPIC_API_KEY set: real sub-calls (~1 cent)
+    python3 examples/code_review.py                 # with ANTHROPIC_API_KEY set: real sub-calls (under a cent)
     python3 examples/code_review.py --offline       # simulated sub-calls from a local fake API
     python3 examples/code_review.py --dry-run       # price the sub-calls, send nothing
     python3 examples/code_review.py --path ~/code/myapp/src

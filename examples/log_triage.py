@@ -12,7 +12,7 @@ of failure that start at different times), then works on it as Claude Code would
    occurrence and quotes the lines of the failing request (its trail);
 4. build the report in the REPL, hand it over with FINAL_VAR, print it with `final`, stop the session.
 
-    python3 examples/log_triage.py             # with ANTHROPIC_API_KEY set: real sub-calls (a few cents)
+    python3 examples/log_triage.py             # with ANTHROPIC_API_KEY set: real sub-calls (under a cent)
     python3 examples/log_triage.py --offline   # simulated sub-calls from a local fake API
     python3 examples/log_triage.py --dry-run   # price the sub-calls, send nothing
 """
