@@ -283,7 +283,9 @@ class Client:
         key = self._key or config.api_key()
         if not key:
             raise ConfigError("no API key: ANTHROPIC_API_KEY is not set",
-                              "set ANTHROPIC_API_KEY to your Anthropic API key (or use a dry run)")
+                              "set ANTHROPIC_API_KEY to your Anthropic API key (or use a dry run); a session's "
+                              "worker reads it when it starts, so then run 'rlm_repl.py stop --session ID --keep' "
+                              "and the next exec starts the worker with the key")
         return key
 
     def send(self, body: dict, *, on_retry=None, slow_down_retries: int = 0) -> Response:

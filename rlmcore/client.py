@@ -140,8 +140,19 @@ def _raise_boot_error(session_dir: str, code: int):
         exc = RLMError(error.get("message", "the worker failed to start"), error.get("hint"))
         exc.type = error.get("type", "worker_error")
         raise exc
+    if _disk_full(session_dir):  # then neither the error file nor the log could be written
+        raise WorkerError(f"the worker could not start: the disk holding {session_dir} is full",
+                          "free some disk space and run the command again")
     raise WorkerError(f"the worker exited with status {code} while starting",
                       f"see {os.path.join(session_dir, 'worker.log')}")
+
+
+def _disk_full(path: str) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def restart_note(hello: dict, why: str) -> dict:

@@ -63,6 +63,7 @@ class Namespace:
         sys.modules["__main__"] = module
         self.ns = module.__dict__
         self.ns["__builtins__"] = builtins
+        self._builtins = dict(vars(builtins))  # what `import builtins; builtins.print = None` must not change
         self.injected = self._make_injected()
         self._booted = False
         self.protect()
@@ -98,9 +99,13 @@ class Namespace:
     def begin_exec(self, code: str, dry_run: bool, parent_call_id=None) -> int:
         if self.ledger is None:
             self._open_ledger()  # it may have been mended since (moved aside, a fresh one started)
+        exec_id = None
         if self.ledger is not None:
-            exec_id = self.ledger.begin_exec(code)
-        else:
+            try:
+                exec_id = self.exec_counter = self.ledger.begin_exec(code)
+            except LedgerError:
+                pass  # a full disk: the code still runs; sub-calls and the report's budget show the error
+        if exec_id is None:
             self.exec_counter += 1
             exec_id = self.exec_counter
         if self.engine is not None:
@@ -151,6 +156,19 @@ class Namespace:
         if "print" in self.ns:
             del self.ns["print"]
             fixed.append("print")
+        return fixed
+
+    def restore_builtins(self) -> list:
+        """Put back builtins that user code deleted or rebound (``builtins.len``); return their names.
+
+        Called as soon as the code returns: the worker's own code (even ``threading``) needs them.
+        """
+        fixed = []
+        current = vars(builtins)
+        for name, value in self._builtins.items():
+            if current.get(name, self) is not value:
+                setattr(builtins, name, value)
+                fixed.append(f"builtins.{name}")
         return fixed
 
     def FINAL(self, value) -> None:

@@ -49,6 +49,7 @@ class OutputCapture:
         self._buffer: list = []
         self._buffer_len = 0
         self._spill = None
+        self.spill_error = None  # why the full text could not be saved (a full disk), if so
         self._spill_at = max(SPILL_AT, max_chars + 1)  # so spilling always means truncated
         self._lock = threading.Lock()
 
@@ -94,8 +95,10 @@ class OutputCapture:
             self._tail_len -= len(self._tail.popleft())
 
     def _keep_all(self, s: str) -> None:
+        if self.spill_error is not None:
+            return
         if self._spill is not None:
-            self._spill.write(s)
+            self._spill_step(self._spill.write, s)
             return
         self._buffer.append(s)
         self._buffer_len += len(s)
@@ -103,27 +106,53 @@ class OutputCapture:
             self._open_spill()
 
     def _open_spill(self) -> None:
-        os.makedirs(os.path.dirname(self.spill_path), mode=0o700, exist_ok=True)
-        self._spill = private_open(self.spill_path, "w", encoding="utf-8", errors="replace")
-        self._spill.write("".join(self._buffer))
+        def open_and_write(text):
+            os.makedirs(os.path.dirname(self.spill_path), mode=0o700, exist_ok=True)
+            self._spill = private_open(self.spill_path, "w", encoding="utf-8", errors="replace")
+            self._spill.write(text)
+        self._spill_step(open_and_write, "".join(self._buffer))
         self._buffer = []
+
+    def _spill_step(self, step, *args) -> None:
+        """Run one step of spilling; a full or unwritable disk must not fail the user's print.
+
+        Head and tail are still kept; a partial spill file is removed, as it would pass for the whole text.
+        """
+        try:
+            step(*args)
+        except OSError as exc:
+            self.spill_error = exc.strerror or str(exc)
+            try:
+                if self._spill is not None:
+                    self._spill.close()
+            except OSError:
+                pass
+            self._spill = None
+            self._buffer = []
+            try:
+                os.unlink(self.spill_path)
+            except OSError:
+                pass
 
     def result(self) -> dict:
         """``{text, truncated, chars, path}``; closes the spill file."""
         with self._lock:
             if self.total <= self.max_chars:
                 return {"text": "".join(self._buffer), "truncated": False, "chars": self.total, "path": None}
-            if self._spill is None:
+            if self._spill is None and self.spill_error is None:
                 self._open_spill()
-            self._spill.close()
-            return {"text": self._excerpt(), "truncated": True, "chars": self.total, "path": self.spill_path}
+            if self._spill is not None:
+                self._spill_step(self._spill.close)
+            path = None if self.spill_error else self.spill_path
+            return {"text": self._excerpt(), "truncated": True, "chars": self.total, "path": path}
 
     def _excerpt(self) -> str:
         head = "".join(self._head)
         tail = "".join(self._tail)[-self.tail_max:]
         left_out = self.total - len(head) - len(tail)
-        marker = (f"\n[... {left_out:,} of {self.total:,} characters left out here; "
-                  f"the full text is in {self.spill_path} ...]\n")
+        where = (f"the full text could not be saved ({self.spill_error})" if self.spill_error
+                 else f"the full text is in {self.spill_path}")
+        marker = f"\n[... {left_out:,} of {self.total:,} characters left out here; {where} ...]\n"
         return head + marker + tail
 
 
@@ -142,7 +171,10 @@ def format_error(exc: BaseException, filename: str) -> dict:
         tb = tb.tb_next
     if isinstance(exc, SyntaxError) and exc.filename == filename:
         tb = None
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception as broken:  # a user exception whose __str__ fails must not fail the report
+        message = f"<str() of the exception failed: {type(broken).__name__}: {broken}>"
     if isinstance(exc, SystemExit):
         message = f"SystemExit({exc.code!r}): the code called sys.exit(); the session keeps running"
     out = {

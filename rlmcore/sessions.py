@@ -14,7 +14,7 @@ import shutil
 import time
 
 from . import client, config, paths
-from .errors import InputError, LedgerError, NoFinal, SessionExists, WorkerError
+from .errors import ConfigError, InputError, LedgerError, NoFinal, SessionExists, WorkerError
 
 RESTART_MID_EXEC = ("the worker exited while the exec ran (os._exit(), a crash or a kill); "
                     "it was started again from the last checkpoint")
@@ -31,17 +31,23 @@ def start(inputs: list, globs: list, session_id=None, model=None, limits=None, f
           max_depth=None, root_model=None) -> dict:
     session_id = new_session_id() if session_id is None else paths.validate_session_id(session_id)
     sdir = paths.session_dir(session_id, must_exist=False)
+    for path in inputs:  # before --force removes anything: a typo must not cost the old session
+        if not os.path.exists(path):
+            what = "is a symbolic link that loops or leads nowhere" if os.path.islink(path) else "does not exist"
+            raise InputError(f"input path {path!r} {what}",
+                             "check the path (relative paths are taken from the current folder)")
     if os.path.lexists(sdir):
         if not force:
             raise SessionExists(f"a session named {session_id!r} already exists",
                                 "pass --force to replace it, choose another --session, or 'stop' it first")
         client.stop_worker(sdir)
         remove_session_dir(sdir)
-    for path in inputs:
-        if not os.path.exists(path):
-            raise InputError(f"input path {path!r} does not exist",
-                             "check the path (relative paths are taken from the current folder)")
-    _write_session(sdir, session_id, inputs, globs, model, max_depth, root_model)
+    try:
+        _write_session(sdir, session_id, inputs, globs, model, max_depth, root_model)
+    except OSError as exc:  # a full disk: the folder could be made, its files not
+        remove_session_dir(sdir)
+        raise ConfigError(f"cannot write the session folder {sdir}: {exc.strerror or exc}",
+                          "free some disk space, or set RLM_HOME to a folder you can write to") from None
     try:
         budget = _create_ledger(sdir, limits or {})
         hello = client.spawn_worker(sdir)

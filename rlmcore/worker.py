@@ -137,6 +137,7 @@ class Worker:
             self.execute(job)
 
     def execute(self, job: Job) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)  # earlier user code may have replaced or ignored it
         job.exec_id = self.space.begin_exec(job.code, job.dry_run, job.parent_call_id)
         threading.Thread(target=self._watch, args=(job,), daemon=True).start()
         job.capture = Captured(os.path.join(self.dir, "out"), job.exec_id, job.stdout_max)
@@ -148,10 +149,11 @@ class Worker:
                 exc = late
             finally:
                 self.in_user_code = False
+        restored = self.space.restore_builtins()  # first: even job.done.set() needs len()
         job.done.set()
         self.timeout_hit = False
         try:
-            fixed = self.space.protect()
+            fixed = restored + self.space.protect()
             dropped = self.save_checkpoint(job.code)
             report = self.space.report(job, job.capture, exc, timed_out=isinstance(exc, ExecTimeout),
                                        dropped=dropped, fixed=fixed)
