@@ -49,3 +49,31 @@ def start(path, session="t1", *extra, **kwargs) -> dict:
 def run(session, code, *extra, **kwargs) -> dict:
     """exec CODE in SESSION; the command itself must succeed (user errors are in the JSON)."""
     return ok("exec", "--session", session, "-c", code, *extra, **kwargs)
+
+
+def worker_pid(session_dir) -> int:
+    with open(os.path.join(session_dir, "worker.pid")) as f:
+        return int(f.read())
+
+
+def kill_worker(session_dir) -> None:
+    """SIGKILL the session's worker and wait until it is dead (a zombie counts: its parent is gone and the
+    reaper may take a second, but its files and lock are already released)."""
+    import signal
+    import time
+    pid = worker_pid(session_dir)
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(500):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        except OSError:  # no /proc: ask the process table
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} did not die")

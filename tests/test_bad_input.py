@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from clitools import CLI, ok, rlm, run, start
+from clitools import CLI, ok, rlm, run, start, worker_pid
 from conftest import kill_workers
 
 
@@ -48,9 +48,6 @@ def usable(session_id="s"):
     assert out["ok"] is True and out["stdout"] == "kept True\n", out
 
 
-def worker_pid(sdir) -> int:
-    with open(os.path.join(sdir, "worker.pid")) as f:
-        return int(f.read())
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------------

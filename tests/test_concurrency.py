@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
-from clitools import CLI, ok, run, start
+from clitools import CLI, kill_worker, ok, run, start
 
 
 @pytest.fixture
@@ -39,18 +37,6 @@ def together(*commands) -> list:
         out, err = proc.communicate(timeout=120)
         results.append((proc.returncode, json.loads(out) if out.strip() else {"stderr": err.decode()}))
     return results
-
-
-def kill_worker(sdir) -> None:
-    with open(os.path.join(sdir, "worker.pid")) as f:
-        pid = int(f.read())
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.02)
 
 
 def check_one_ran_the_others_busy(results) -> dict:

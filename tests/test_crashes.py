@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 
 import pytest
 
-from clitools import CLI, ok, rlm, run, start
+from clitools import CLI, kill_worker, ok, rlm, run, start
 from rlmcore import client
 
 BATCH = 500
@@ -35,23 +34,6 @@ def api(fake_api, monkeypatch):
     """The fake API, reached by every CLI command and the workers they start."""
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
     return fake_api
-
-
-def worker_pid(sdir) -> int:
-    with open(os.path.join(sdir, "worker.pid")) as f:
-        return int(f.read())
-
-
-def kill_worker(sdir) -> None:
-    pid = worker_pid(sdir)
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"worker {pid} did not die")
 
 
 def until(predicate, what: str, limit_s: float = 30.0):

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
-from clitools import CLI, ok, rlm, run, start
+from clitools import CLI, kill_worker, ok, rlm, run, start
 
 KEY = "sk-ant-api03-SECURITY-TEST-9f8e7d6c5b4a"
 
@@ -34,18 +32,6 @@ def api(fake_api, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     fake_api.configure(keys={KEY})
     return fake_api
-
-
-def kill_worker(sdir) -> None:
-    with open(os.path.join(sdir, "worker.pid")) as f:
-        pid = int(f.read())
-    os.kill(pid, signal.SIGKILL)
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.02)
 
 
 def rlm_with_umask(umask, *args) -> dict:
