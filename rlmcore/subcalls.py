@@ -33,7 +33,7 @@ ledger are still returned.
 Failed items become ``[llm_query error: ...]`` strings that name the cause. An
 answer cut at ``max_tokens`` (or refused, or out of context) keeps its text
 and gets a visible ``[llm_query: ...]`` line appended, so it is never taken
-for a whole answer. A dry run sends nothing and records the worst case.
+for a whole answer. A dry run sends nothing and records the expected cost.
 """
 from __future__ import annotations
 
@@ -284,10 +284,13 @@ class Engine:
 
     def _run(self, item, *, index, batch_id, limiter, halt=None) -> _Outcome:
         if self._is_dry():
-            self.ledger.record_call(self._record(item, index, batch_id, status="dry_run", usd=item.worst_usd,
+            # Priced as expected (estimated input, no cache, a full max_tokens answer), not at the
+            # reservation's worst case, which is ~20x the real cost and would mislead a plan.
+            usd = models.cost_usd(item.info, {"input_tokens": item.est_tokens, "output_tokens": item.max_tokens})
+            self.ledger.record_call(self._record(item, index, batch_id, status="dry_run", usd=usd,
                                                  attempts=0, request_hash=item.hash))
             return _Outcome(f"[dry run: {item.info['id']}, ~{item.est_tokens} input tokens, "
-                            f"max {item.max_tokens} output]")
+                            f"max {item.max_tokens} output, about ${usd:.4f}]")
         if item.reuse:
             cached = self.ledger.cached_response(item.hash)
             if cached is not None:

@@ -311,13 +311,15 @@ def test_warm_up_goes_on_past_items_answered_from_the_ledger(make_engine, fake_a
 
 # ---- dry run and progress --------------------------------------------------
 
-def test_dry_run_sends_nothing_needs_no_key_and_records_the_worst_case(make_engine, fake_api, monkeypatch):
+def test_dry_run_sends_nothing_needs_no_key_and_records_the_expected_cost(make_engine, fake_api, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     eng = make_engine()
     eng.dry_run = True
     eng.exec_id = 1
     answer = eng.llm_query("x" * 400)
-    assert answer == "[dry run: claude-haiku-5-5, ~130 input tokens, max 4096 output]"
+    # 130 input tokens at $0.10/M and a full 4096-token answer at $0.50/M
+    assert answer == "[dry run: claude-haiku-5-5, ~130 input tokens, max 4096 output, about $0.0021]"
+    assert abs(eng.ledger.exec_calls(1)["dry_run_usd"] - (130 * 0.10 + 4096 * 0.50) / 1e6) < 1e-12
     assert len(eng.llm_query_batch(["a", "b"], prefix="p" * 5000)) == 2
     calls = eng.ledger.exec_calls(1)
     assert calls["dry_run"] == 3 and calls["dry_run_usd"] > 0 and calls["usd"] == 0
