@@ -79,7 +79,8 @@ def _cards(t: dict) -> str:
          f"max {_secs(t['latency_max_s'])}", "latency"),
         ("Execs", f"{t['execs']:,}", f"over {_secs(t['seconds'])}", "execs"),
     ]
-    items = "".join(f'<div class="card" id="total-{key.split()[0]}"><div class="label">{_e(label)}</div>'
+    items = "".join(f'<div class="card {" ".join(key.split()[1:])}" id="total-{key.split()[0]}">'
+                    f'<div class="label">{_e(label)}</div>'
                     f'<div class="value">{_e(value)}</div><div class="note">{_e(note)}</div></div>'
                     for label, value, note, key in cards)
     return f'<section class="cards">{items}</section>'
