@@ -257,11 +257,11 @@ class _Pool(threading.local):
 class Client:
     """Sends request bodies to ``{base_url}/v1/messages`` with retries."""
 
-    def __init__(self, api_key=None, base_url=None, *, timeout=120, max_retries=2,
+    def __init__(self, api_key=None, base_url=None, *, timeout=None, max_retries=2,
                  sleep=time.sleep, rand=random.random, anthropic_version=DEFAULT_VERSION):
         self._key = api_key  # None: read ANTHROPIC_API_KEY when a request is sent
         self._base_url = base_url
-        self.timeout = timeout
+        self.timeout = timeout if timeout is not None else config.api_timeout()
         self.max_retries = max_retries
         self.sleep = sleep
         self.rand = rand

@@ -21,6 +21,7 @@ DEFAULT_EXEC_TIMEOUT = 1800.0
 DEFAULT_WAIT = 90.0  # a Claude Code shell command gets two minutes
 DEFAULT_IDLE_EXIT = 4 * 3600.0
 DEFAULT_MAX_DEPTH = 2
+DEFAULT_API_TIMEOUT = 120.0
 
 
 def _number(name: str, default, kind=float, minimum=0):
@@ -82,3 +83,8 @@ def dry_run() -> bool:
 def checkpoint_max_bytes() -> int:
     """Per-variable pickle limit; a value over it is kept in memory but named in ``dropped``."""
     return int(_number("RLM_CHECKPOINT_MAX_MB", 64, float, 0.001) * (1 << 20))
+
+
+def api_timeout() -> float:
+    """Seconds one HTTP request may take before it is abandoned (and retried)."""
+    return _number("RLM_API_TIMEOUT", DEFAULT_API_TIMEOUT, float, 0.1)

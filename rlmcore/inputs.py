@@ -70,6 +70,7 @@ import stat
 from dataclasses import dataclass, field
 
 from .errors import InputError
+from .paths import rlm_home
 
 SAMPLE_BYTES = 8192          # what the binary check looks at
 BINARY_RATIO = 0.30          # share of bad bytes in the sample that makes a file binary
@@ -313,6 +314,8 @@ class _Collector:
         self.seen = {}        # (st_dev, st_ino) -> display path of the file read
         self.folder_inputs = 0
         self.pruned = 0       # folders of the current input no glob can reach
+        # RLM_HOME holds session keys and everything sessions wrote: never part of an input.
+        self.rlm_home = os.path.realpath(rlm_home(create=False))
 
     # -- paths
     def display(self, path: str) -> str:
@@ -425,6 +428,8 @@ class _Collector:
         return _Dir(entry.path, rel, folder.ancestors + (target,))
 
     def folder_skip_reason(self, folder: _Dir, entries: list, display: str) -> str | None:
+        if folder.ancestors[-1] == self.rlm_home:
+            return "rlm's own folder (RLM_HOME: session keys, checkpoints, ledgers); never read"
         name = folder.rel.rsplit("/", 1)[-1]
         detail = ""
         if any(e.name == "pyvenv.cfg" for e in entries):

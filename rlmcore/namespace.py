@@ -227,7 +227,7 @@ class Namespace:
         report["timed_out"] = timed_out
         report["variables"], report["variables_total"] = self.variables()
         report["final"] = self.final_summary()
-        report["calls"], report["budget"] = self._spend(job.exec_id)
+        report["calls"], report["budget"] = self.spend(job.exec_id)
         report["dropped"] = dropped
         if fixed:
             report["restored_names"] = fixed
@@ -245,7 +245,8 @@ class Namespace:
         text = self.final["text"]
         return {"chars": len(text), "preview": text[:FINAL_PREVIEW]}
 
-    def _spend(self, exec_id):
+    def spend(self, exec_id):
+        """(calls, budget) of one exec from the ledger; a ledger error in place of the budget."""
         if self.ledger is None:
             return None, {"error": self.ledger_error.to_json()}
         try:

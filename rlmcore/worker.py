@@ -85,6 +85,7 @@ class Worker:
         interrupted = self.space.interrupted_execs()
         if interrupted:
             self.last_report = self._died_report(interrupted[-1])
+            self.last_report["calls"], self.last_report["budget"] = self.space.spend(interrupted[-1])
         else:
             self.last_report = self._load_last_report()
         self.restart_info = info

@@ -177,6 +177,14 @@ def test_a_request_with_no_answer_in_time_is_a_timeout(fake_api, sleeps):
     assert isinstance(err, errors.APITimeoutError) and err.sent
 
 
+def test_rlm_api_timeout_sets_the_default_request_timeout(fake_api, sleeps, monkeypatch):
+    monkeypatch.setenv("RLM_API_TIMEOUT", "0.2")
+    fake_api.fail_next(1, kind="slow", slow_s=2.0)
+    client = Client(KEY, fake_api.base_url, max_retries=0, sleep=sleeps.append)
+    assert client.timeout == 0.2
+    assert isinstance(_error(client, body()), errors.APITimeoutError)
+
+
 def test_a_refused_connection_is_not_counted_as_sent(sleeps):
     err = _error(Client(KEY, "http://127.0.0.1:9", max_retries=0, sleep=sleeps.append), body())
     assert isinstance(err, errors.APIConnectionError) and not err.sent

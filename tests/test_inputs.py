@@ -329,3 +329,14 @@ def test_summary_counts_lines_of_the_whole_context(tmp_path):
     s = bind_inputs(["."], cwd=str(tmp_path)).summary()
     assert s["files"] == 25 and s["lines"] == 50  # a header and a line per file
     assert len(s["files_preview"]) == 20 and len(s["preview"]) == 1500
+
+
+def test_rlm_home_inside_an_input_folder_is_never_read(tmp_path, monkeypatch):
+    home = tmp_path / "proj" / ".rlm"
+    (home / "sessions" / "s1").mkdir(parents=True)
+    (home / "sessions" / "s1" / "key").write_text("secret-session-key")
+    (tmp_path / "proj" / "a.txt").write_text("hello\n")
+    monkeypatch.setenv("RLM_HOME", str(home))
+    bound = bind_inputs([str(tmp_path / "proj")], cwd=str(tmp_path))
+    assert "secret-session-key" not in bound.context
+    assert any("RLM_HOME" in s["reason"] for s in bound.skipped)

@@ -263,6 +263,7 @@ def test_sigkill_during_an_exec_is_reported_by_wait(logfile):
     _kill_worker(sdir)
     out = ok("wait", "--session", "t1")
     assert out["error"]["type"] == "WorkerDied" and out["exec_id"] == first["exec_id"]
+    assert out["calls"]["count"] == 0 and "limits" in out["budget"]
     assert "worker_restarted" in out
 
 
