@@ -8,7 +8,7 @@ Each example is a script that runs the real CLI in subprocesses (``start``, a fe
 * ``--offline``: the project's fake Messages API (``tests/fake_api.py --reader``), started here on
   127.0.0.1. Its "reader" answers counting, needle, matching-lines and review questions truthfully from the
   prompt text; it is a test device, not a model, so everything it produces is labelled SIMULATED;
-* ``--dry-run``: nowhere. Each sub-call is priced at its worst case and answered with a marker, so the run
+* ``--dry-run``: nowhere. Each sub-call is priced (estimated) and answered with a marker, so the run
   shows how many calls the real thing would make and what they could cost at most.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def workdir(path):
 def backend(args):
     """Point sub-calls at the real API, the offline fake API, or nothing (dry run)."""
     if args.dry_run:
-        print("DRY RUN: no request is sent; each sub-call is priced at its worst case.\n")
+        print("DRY RUN: no request is sent; each sub-call is priced at its estimated cost.\n")
         yield
         return
     if not args.offline:
@@ -115,7 +115,7 @@ class Session:
         print("  " + report["stdout"].rstrip().replace("\n", "\n  "))
         calls = report["calls"] or {}
         if calls.get("dry_run"):
-            print(f"  [dry run: {calls['dry_run']} sub-calls priced, worst case ${calls['dry_run_usd']:.4f}; "
+            print(f"  [dry run: {calls['dry_run']} sub-calls priced, estimated ${calls['dry_run_usd']:.4f}; "
                   f"budget left ${report['budget']['remaining']['usd']:.2f}]")
         elif calls.get("count"):
             print(f"  [{calls['count']} sub-calls, {calls['failed']} failed, ${calls['usd']:.4f}; "
@@ -128,3 +128,22 @@ class Session:
 
     def stop(self) -> None:
         rlm("stop", "--session", self.id, *(["--keep"] if self.keep else []))
+
+    def answer(self, analyse: list, finish: list, offline: bool) -> None:
+        """Run the analysing execs, then (unless a dry run) the finishing ones; print the final answer.
+
+        Each step is ``(title, code)``. The session is stopped whatever happens.
+        """
+        try:
+            for title, code in analyse:
+                self.exec(title, code)
+            if self.dry_run:
+                print("Dry run: nothing was sent, so there is no answer. Run without --dry-run for it.")
+                return
+            for title, code in finish:
+                self.exec(title, code)
+            answer = self.final()
+        finally:
+            self.stop()
+        label = "SIMULATED ANSWER (offline fake API)" if offline else "ANSWER"
+        print(f"===== {label} =====\n{answer}\n===== END =====")

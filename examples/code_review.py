@@ -113,17 +113,8 @@ def main() -> None:
         session = Session("code-review", args)
         os.chdir(os.path.dirname(tree))                # so paths in the report read shop/db.py
         session.start(os.path.basename(tree), glob="**/*.py")
-        try:
-            session.exec("per-file map: one review sub-call per file", MAP)
-            if args.dry_run:
-                print("Dry run: nothing was sent, so there is no report. Run without --dry-run for it.")
-                return
-            session.exec("merge the findings into one report; FINAL_VAR", MERGE)
-            answer = session.final()
-        finally:
-            session.stop()
-    label = "SIMULATED ANSWER (offline fake API)" if args.offline else "ANSWER"
-    print(f"===== {label} =====\n{answer}\n===== END =====")
+        session.answer([("per-file map: one review sub-call per file", MAP)],
+                       [("merge the findings into one report; FINAL_VAR", MERGE)], args.offline)
 
 
 if __name__ == "__main__":

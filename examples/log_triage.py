@@ -128,18 +128,9 @@ def main() -> None:
         write_log(log, args.mb)
         session = Session("log-triage", args)
         session.start(log)
-        try:
-            session.exec("patterns, counts and first occurrences, by code", PATTERNS)
-            session.exec("deep dive: one sub-call per pattern", DEEP_DIVE)
-            if args.dry_run:
-                print("Dry run: nothing was sent, so there is no report. Run without --dry-run for it.")
-                return
-            session.exec("the report, handed over with FINAL_VAR", REPORT)
-            answer = session.final()
-        finally:
-            session.stop()
-    label = "SIMULATED ANSWER (offline fake API)" if args.offline else "ANSWER"
-    print(f"===== {label} =====\n{answer}\n===== END =====")
+        session.answer([("patterns, counts and first occurrences, by code", PATTERNS),
+                        ("deep dive: one sub-call per pattern", DEEP_DIVE)],
+                       [("the report, handed over with FINAL_VAR", REPORT)], args.offline)
 
 
 if __name__ == "__main__":

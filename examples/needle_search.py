@@ -85,17 +85,8 @@ def main() -> None:
         write_haystack(haystack, args.mb)
         session = Session("needle", args)
         session.start(haystack)
-        try:
-            session.exec(f"ask every chunk for the number of {args.city}", SEARCH.replace("CITY", repr(args.city)))
-            if args.dry_run:
-                print("Dry run: nothing was sent, so there is no answer. Run without --dry-run for it.")
-                return
-            session.exec("verify the candidates with grep; FINAL_VAR", VERIFY)
-            answer = session.final()
-        finally:
-            session.stop()
-    label = "SIMULATED ANSWER (offline fake API)" if args.offline else "ANSWER"
-    print(f"===== {label} =====\n{answer}\n===== END =====")
+        session.answer([(f"ask every chunk for the number of {args.city}", SEARCH.replace("CITY", repr(args.city)))],
+                       [("verify the candidates with grep; FINAL_VAR", VERIFY)], args.offline)
 
 
 if __name__ == "__main__":

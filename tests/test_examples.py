@@ -70,7 +70,7 @@ def test_a_dry_run_prices_the_sub_calls_and_needs_no_key(name, tmp_path):
     proc = example(name, "--dry-run", "--workdir", tmp_path, env={"ANTHROPIC_API_KEY": ""})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("DRY RUN")
-    assert re.search(r"\[dry run: \d+ sub-calls priced, worst case \$\d", proc.stdout)
+    assert re.search(r"\[dry run: \d+ sub-calls priced, estimated \$\d", proc.stdout)
     assert "ANSWER" not in proc.stdout
 
 
