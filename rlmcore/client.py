@@ -1,8 +1,9 @@
 """The CLI's side of a session: create it, find or revive its worker, talk to it.
 
 This module is on the path of every ``exec``, so it imports only what a
-round trip needs (``json``, ``os``, ``socket``); starting a worker pulls in
-``subprocess`` and ``secrets`` when it happens.
+round trip needs: ``json``, ``os`` and the C-level ``_socket`` (the ``socket``
+module would cost a few milliseconds of imports on every command); starting a
+worker pulls in ``subprocess`` when it happens.
 
 A worker that is gone (idle exit, killed, crashed, machine restarted) is
 started again transparently from the last checkpoint, and the command's JSON
@@ -10,9 +11,9 @@ says so under ``worker_restarted``.
 """
 from __future__ import annotations
 
+import _socket
 import json
 import os
-import socket
 import sys
 import time
 
@@ -44,8 +45,8 @@ def read_key(session_dir: str) -> str:
         return f.read().decode().strip()
 
 
-def _connect(session_dir: str, timeout) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(session_dir: str, timeout):
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     path = os.path.join(session_dir, "worker.sock")
     try:
@@ -64,27 +65,38 @@ def _connect(session_dir: str, timeout) -> socket.socket:
     return sock
 
 
+def _lines(sock):
+    """The JSON lines the worker sends, until it closes the connection."""
+    pending = b""
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            return
+        pending += data
+        *complete, pending = pending.split(b"\n")
+        yield from complete
+
+
 def talk(session_dir: str, message: dict, *, timeout=None, on_progress=None) -> dict:
     """Send one request; return the worker's final answer (progress lines go to ``on_progress``)."""
     sock = _connect(session_dir, timeout)
     message = dict(message, key=read_key(session_dir))
     try:
-        with sock, sock.makefile("rwb") as stream:
-            stream.write(json.dumps(message).encode("utf-8") + b"\n")
-            stream.flush()
-            for line in stream:
-                answer = json.loads(line)
-                if "progress" in answer and len(answer) <= 2 and on_progress:
+        sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+        for line in _lines(sock):
+            answer = json.loads(line)
+            if "progress" in answer and len(answer) <= 2:
+                if on_progress:
                     on_progress(answer)
-                    continue
-                if "progress" in answer and len(answer) <= 2:
-                    continue
-                return answer
+                continue
+            return answer
     except (ConnectionResetError, BrokenPipeError) as exc:
         raise WorkerDied(str(exc)) from None
-    except socket.timeout:
+    except _socket.timeout:
         raise WorkerError("the worker did not answer in time",
                           "try 'rlm_repl.py status --session ID'; 'stop' then 'exec' restarts the worker") from None
+    finally:
+        sock.close()
     raise WorkerDied("connection closed without an answer")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 from . import client, config, paths
@@ -94,6 +93,7 @@ def remove_session_dir(sdir: str) -> None:
     if os.path.islink(sdir):
         os.unlink(sdir)
     elif os.path.isdir(sdir):
+        import shutil
         shutil.rmtree(sdir)
 
 
