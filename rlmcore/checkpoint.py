@@ -177,7 +177,7 @@ class Checkpointer:
         """Append the top-level import/def/class statements whose names are now bound."""
         try:
             tree = ast.parse(code)
-        except SyntaxError:
+        except (SyntaxError, ValueError):  # ValueError: a NUL byte, before Python 3.12
             return
         kept = []
         for node in tree.body:
@@ -288,7 +288,7 @@ def touched_objects(code, namespace):
         return None
     try:
         tree = ast.parse(code)
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return None
     names = set()
     for node in ast.walk(tree):
