@@ -218,7 +218,7 @@ def final_call(text: str):
     try:
         compile(f"FINAL({inner})", "<final>", "eval")
         return f"FINAL({inner})"
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return f"FINAL({inner!r})"
 
 
