@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import traceback
+import types
 
 from .errors import RLMError
 from .paths import private_open
@@ -27,6 +28,7 @@ TRACEBACK_MAX = 6000
 # recursion (after sys.setrecursionlimit) would take many seconds, to be cut to TRACEBACK_MAX anyway.
 FRAMES_SHOWN = 20
 SPILL_AT = 1 << 20  # keep up to 1 MiB in memory before streaming to disk
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class ExecTimeout(BaseException):
@@ -171,6 +173,8 @@ def format_error(exc: BaseException, filename: str) -> dict:
         tb = tb.tb_next
     if isinstance(exc, SyntaxError) and exc.filename == filename:
         tb = None
+    if isinstance(exc, RLMError):
+        tb = _before_rlm_frames(tb)
     try:
         message = str(exc)
     except Exception as broken:  # a user exception whose __str__ fails must not fail the report
@@ -185,6 +189,21 @@ def format_error(exc: BaseException, filename: str) -> dict:
     if isinstance(exc, RLMError) and exc.hint:
         out["hint"] = cut_middle(str(exc.hint), MESSAGE_MAX)
     return out
+
+
+def _before_rlm_frames(tb):
+    """The frames of ``tb`` up to the first one inside rlm's own package. rlm's errors name what to fix in
+    their message and hint; the helper internals below the user's call are noise in the model's context."""
+    kept = []
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR):
+        kept.append(tb)
+        tb = tb.tb_next
+    if tb is None:
+        return kept[0] if kept else None
+    head = None
+    for entry in reversed(kept):
+        head = types.TracebackType(head, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return head
 
 
 def _format_traceback(exc: BaseException, tb) -> str:

@@ -150,6 +150,15 @@ def test_exception_reports_the_users_lines_and_keeps_earlier_variables(logfile):
     assert run("t1", "kept")["stdout"] == "7\n"
 
 
+def test_an_rlm_error_shows_the_users_frames_and_hint_but_not_rlms_internals(logfile):
+    start(logfile)
+    out = run("t1", "def find(p):\n    return grep(p)\nfind('(unclosed')")
+    error = out["error"]
+    assert error["type"] == "InputError" and "(unclosed" in error["message"] and "re.escape" in error["hint"]
+    assert "return grep(p)" in error["traceback"] and "find('(unclosed')" in error["traceback"]
+    assert "helpers.py" not in error["traceback"]  # the final line names the class, no frame of rlm is shown
+
+
 def test_huge_exception_message_is_bounded(logfile):
     start(logfile)
     out = run("t1", "raise RuntimeError('x' * 50000)")
