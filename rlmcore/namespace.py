@@ -47,6 +47,16 @@ def size_of(value):
         return sys.getsizeof(value, None)
 
 
+def _dry_run_notes(calls, budget) -> list:
+    """Warn when the plan a dry run priced would not fit the remaining budget."""
+    estimate = (calls or {}).get("dry_run_usd") or 0
+    left = ((budget or {}).get("remaining") or {}).get("usd")
+    if left is None or estimate <= left:
+        return []
+    return [f"the dry run's estimated cost ${estimate:.4f} is above the remaining budget ${left:.4f}: "
+            "raise it with 'rlm_repl.py budget --session ID --max-usd X', or narrow the plan first"]
+
+
 class Namespace:
     def __init__(self, session_dir: str, meta: dict):
         self.dir = session_dir
@@ -174,6 +184,11 @@ class Namespace:
     def FINAL(self, value) -> None:
         """Set the final answer. Strings are kept as they are; other values become JSON (else their repr)."""
         text = final_text(value)
+        if getattr(self.engine, "dry_run", False):
+            # A dry run's sub-calls return placeholders: an answer built from them is not an answer.
+            print(f"[dry run: the final answer ({len(text):,} characters) was NOT set; "
+                  "run without --dry-run to set it]")
+            return
         self.final = {"text": text, "set_at": time.time(), "exec_id": getattr(self.engine, "exec_id", None)}
         atomic_write(os.path.join(self.dir, "final.json"), json.dumps(self.final, ensure_ascii=False).encode())
         print(f"[final answer set: {len(text):,} characters]")
@@ -235,6 +250,7 @@ class Namespace:
                                "(keep your own values under other names)"]
         if job.dry_run:
             report["dry_run"] = True
+            report.setdefault("notes", []).extend(_dry_run_notes(report["calls"], report["budget"]))
         report["elapsed_s"] = round(time.time() - job.started, 3)
         self._end_exec(job.exec_id, report)
         return report

@@ -362,3 +362,11 @@ def test_code_importing_rlm_helper_in_the_repl_spends_from_the_session_ledger(lo
               env={"ANTHROPIC_BASE_URL": fake_api.base_url})
     assert out["error"] is None and out["calls"]["count"] == 1
     assert fake_api.stats()["requests"] == 1
+
+
+def test_a_dry_run_never_sets_the_final_answer_and_warns_when_the_plan_does_not_fit(logfile):
+    start(logfile, "t1", "--max-usd", "0.001")
+    out = run("t1", "answers = llm_query_batch(['q ' * 2000] * 5)\nFINAL(answers)", "--dry-run")
+    assert out["final"] is None and "NOT set" in out["stdout"]
+    assert out["calls"]["dry_run"] == 5 and "above the remaining budget" in " ".join(out["notes"])
+    assert rlm("final", "--session", "t1")["error"]["type"] == "no_final"
