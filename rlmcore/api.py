@@ -261,7 +261,7 @@ class Client:
                  sleep=time.sleep, rand=random.random, anthropic_version=DEFAULT_VERSION):
         self._key = api_key  # None: read ANTHROPIC_API_KEY when a request is sent
         self._base_url = base_url
-        self.timeout = timeout if timeout is not None else config.api_timeout()
+        self._timeout = timeout  # None: read RLM_API_TIMEOUT when a request is sent
         self.max_retries = max_retries
         self.sleep = sleep
         self.rand = rand
@@ -270,6 +270,10 @@ class Client:
 
     def __repr__(self):
         return f"Client(base_url={self.base_url!r}, max_retries={self.max_retries})"
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout if self._timeout is not None else config.api_timeout()
 
     @property
     def base_url(self) -> str:
@@ -283,9 +287,8 @@ class Client:
         key = self._key or config.api_key()
         if not key:
             raise ConfigError("no API key: ANTHROPIC_API_KEY is not set",
-                              "set ANTHROPIC_API_KEY to your Anthropic API key (or use a dry run); a session's "
-                              "worker reads it when it starts, so then run 'rlm_repl.py stop --session ID --keep' "
-                              "and the next exec starts the worker with the key")
+                              "export ANTHROPIC_API_KEY=<your Anthropic API key> in the shell that runs the next "
+                              "exec (it brings the key to the session's worker), or use a dry run")
         return key
 
     def send(self, body: dict, *, on_retry=None, slow_down_retries: int = 0) -> Response:
@@ -367,6 +370,8 @@ class Client:
             else:
                 conn = http.client.HTTPConnection(url.hostname, url.port, timeout=self.timeout)
             conns[url.netloc] = conn
+        elif conn.sock is not None:
+            conn.sock.settimeout(self.timeout)  # RLM_API_TIMEOUT may have changed since it was opened
         return conn
 
     def _drop(self, url) -> None:

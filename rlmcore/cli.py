@@ -15,7 +15,9 @@ from .errors import RLMError, UsageError
 
 
 def emit(obj) -> None:
-    sys.stdout.buffer.write(json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+    # A lone surrogate (user code printed one) is not UTF-8: it goes out as its JSON escape \udcXX.
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
     sys.stdout.buffer.flush()
 
 
@@ -120,12 +122,13 @@ def build_parser() -> Parser:
 # -- commands -----------------------------------------------------------------------
 
 def read_code(args) -> str:
+    """The code as text; bytes that are not UTF-8 become U+FFFD, from every source alike."""
     if args.code is not None:
-        return args.code
+        return os.fsencode(args.code).decode("utf-8", errors="replace")  # argv's own bytes, whatever the locale
     if args.file:
         try:
-            with open(args.file, encoding="utf-8") as f:
-                return f.read()
+            with open(args.file, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
         except OSError as exc:
             from rlmcore.errors import InputError
             raise InputError(f"cannot read code file {args.file!r}: {exc.strerror}", "check the path") from None

@@ -22,6 +22,9 @@ DEFAULT_WAIT = 90.0  # a Claude Code shell command gets two minutes
 DEFAULT_IDLE_EXIT = 4 * 3600.0
 DEFAULT_MAX_DEPTH = 2
 DEFAULT_API_TIMEOUT = 120.0
+# Read by the worker when a sub-call is made. Each exec brings their values from the shell that runs it (set
+# or unset), so a key exported after 'start' is used at once; the rest are fixed when the worker starts.
+EXEC_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "RLM_CONCURRENCY", "RLM_API_TIMEOUT")
 
 
 def _number(name: str, default, kind=float, minimum=0):

@@ -109,7 +109,8 @@ def execute(session_id: str, code: str, wait=None, timeout=None, dry_run=False, 
     message = {"op": "exec", "code": code, "wait": wait or config.DEFAULT_WAIT,
                "timeout": timeout or config.exec_timeout(), "dry_run": dry_run or config.dry_run(),
                "stdout_max": config.stdout_max(),
-               "progress": on_progress is not None, "parent_call_id": parent_call_id}
+               "progress": on_progress is not None, "parent_call_id": parent_call_id,
+               "env": {name: os.environ.get(name) for name in config.EXEC_ENV}}
     return _through_worker(sdir, message, on_progress)
 
 

@@ -255,6 +255,7 @@ class Worker:
                 "type": "session_busy",
                 "message": f"exec {busy.exec_id} is still running (for {time.time() - busy.started:.0f} s)",
                 "hint": "collect it with 'rlm_repl.py wait --session ID', or wait for it to finish"}})
+        use_env(request.get("env") or {})
         self.jobs.put(job)
         self._await(job, request, stream)
 
@@ -307,8 +308,20 @@ class Worker:
         os._exit(0)
 
 
+def use_env(env: dict) -> None:
+    """Take the exec's own ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, ... (``config.EXEC_ENV``): set or unset."""
+    for name in config.EXEC_ENV:
+        if name not in env:
+            continue
+        if env[name] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(env[name])
+
+
 def send(stream, message: dict) -> None:
-    stream.write(json.dumps(message, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+    # backslashreplace: a lone surrogate the user's code printed travels as its JSON escape, not as an error.
+    stream.write(json.dumps(message, ensure_ascii=False, default=str).encode("utf-8", "backslashreplace") + b"\n")
     stream.flush()
 
 

@@ -308,13 +308,15 @@ def test_no_api_key_is_a_config_error_in_the_exec_nothing_is_sent_and_the_hint_w
     for code in ("llm_query('q')", "llm_query_batch(['a', 'b'])"):
         out = run("k", code)
         assert out["error"]["type"] == "ConfigError" and "ANTHROPIC_API_KEY" in out["error"]["message"]
-        assert "stop --session" in out["error"]["hint"]
+        assert "export ANTHROPIC_API_KEY" in out["error"]["hint"]
     assert api.stats()["requests"] == 0 and out["calls"]["count"] == 0
     usable("k")
-    # The way out the hint gives: set the key, restart the worker, the next exec has it.
+    # The way out the hint gives: set the key in the shell of the next exec; the same worker uses it.
+    pid = worker_pid(os.path.join(os.environ["RLM_HOME"], "sessions", "k"))
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-now-set")
-    ok("stop", "--session", "k", "--keep")
-    assert run("k", "print(llm_query('q'), earlier)")["stdout"] == "echo: q kept\n"
+    out = run("k", "print(llm_query('q'), earlier)")
+    assert out["stdout"] == "echo: q kept\n" and "worker_restarted" not in out
+    assert worker_pid(os.path.join(os.environ["RLM_HOME"], "sessions", "k")) == pid
 
 
 def test_a_wrong_key_says_to_check_the_key(api, session):

@@ -1,0 +1,64 @@
+"""The CLI contract of SPEC.md at its edges, through the real CLI: unusual but legitimate inputs, and settings
+given where a user gives them (the shell that runs the command)."""
+from __future__ import annotations
+
+import os
+
+from fake_api import FakeAPI
+
+from clitools import ok, rlm, run, start, worker_pid
+
+
+def session_dir(name: str) -> str:
+    return os.path.join(os.environ["RLM_HOME"], "sessions", name)
+
+
+# ---- output that is not valid UTF-8 --------------------------------------------------------------------------
+
+def test_printed_lone_surrogates_come_back_as_json_escapes_in_valid_utf8(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "u")
+    out = run("u", r'print("a\udc80b"); import sys; sys.stderr.write("\ud800\n"); raise KeyError("\udcff")')
+    assert out["stdout"] == "a\udc80b\n" and out["stderr"] == "\ud800\n"  # clitools decodes stdout strictly
+    assert out["error"]["type"] == "KeyError" and "udcff" in out["error"]["message"]
+    assert run("u", "print('next')")["stdout"] == "next\n"
+
+
+def test_code_with_bytes_that_are_not_utf8_runs_with_replacement_characters_from_every_source(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "b")
+    pid = worker_pid(session_dir("b"))
+    code = tmp_path / "code é.py"
+    code.write_bytes(b'print("\xff ok")\n')
+    assert run("b", "x = 1")["error"] is None
+    assert ok("exec", "--session", "b", "--file", code)["stdout"] == "\ufffd ok\n"
+    out = ok("exec", "--session", "b", "-c", os.fsdecode(b'print("\x80 argv", x)'))
+    assert out["stdout"] == "\ufffd argv 1\n" and "worker_restarted" not in out
+    assert worker_pid(session_dir("b")) == pid
+
+
+# ---- settings from the shell that runs exec ---------------------------------------------------------------
+
+def test_a_key_and_base_url_exported_after_start_reach_the_running_worker(tmp_path, monkeypatch):
+    (tmp_path / "in.txt").write_text("hello\n")
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    start(tmp_path / "in.txt", "e")  # no key, and the conftest's dead base URL
+    pid = worker_pid(session_dir("e"))
+    assert run("e", "llm_query('q')")["error"]["type"] == "ConfigError"
+    with FakeAPI(keys={"sk-exported-later"}) as api:
+        out = run("e", "print(llm_query('q'))",
+                  env={"ANTHROPIC_API_KEY": "sk-exported-later", "ANTHROPIC_BASE_URL": api.base_url})
+        assert out["error"] is None and out["stdout"] == "echo: q\n" and api.stats()["requests"] == 1
+    assert worker_pid(session_dir("e")) == pid
+    # Unset again in the shell of the next exec: unset for the worker too.
+    assert run("e", "llm_query('q2')")["error"]["type"] == "ConfigError"
+
+
+def test_rlm_concurrency_of_the_exec_shell_bounds_its_batch(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    with FakeAPI(latency=0.2) as api:
+        env = {"ANTHROPIC_BASE_URL": api.base_url}
+        start(tmp_path / "in.txt", "c", env=env)
+        out = run("c", "print(len(llm_query_batch([f'q{i}' for i in range(6)])))",
+                  env=dict(env, RLM_CONCURRENCY="2"))
+        assert out["stdout"] == "6\n" and api.stats()["peak_concurrency"] == 2
