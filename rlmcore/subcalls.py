@@ -302,7 +302,7 @@ class Engine:
             return self._not_sent(item, index, batch_id, halt.error)
         self.client.check_key()  # no key: a ConfigError before anything is reserved
         try:
-            reservation = self._reserve(item)
+            reservation = self._reserve(item, limiter)
         except BudgetExceeded as exc:
             self.ledger.record_call(self._record(item, index, batch_id, status="budget", attempts=0,
                                                  error_type=exc.type, error=exc.message, request_hash=item.hash))
@@ -321,10 +321,11 @@ class Engine:
                                              error_type=error.type, error=error.message, request_hash=item.hash))
         return _Outcome(_marker(error), error=error)
 
-    def _reserve(self, item) -> int:
+    def _reserve(self, item, limiter=None) -> int:
         """Reserve the item's worst case, waiting for this engine's calls in flight when it does not fit.
 
-        With nothing of ours in flight a refusal is final: BudgetExceeded.
+        With nothing of ours in flight a refusal is final: BudgetExceeded. The wait gives back the
+        batch's ``limiter`` slot: a call we wait for may need one to retry after a rate limit.
         """
         while True:
             with self._settled:
@@ -333,10 +334,19 @@ class Engine:
                 reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens)
             except BudgetExceeded:
                 with self._settled:
-                    if self._settle_count == settled:  # else one settled meanwhile: try again at once
-                        if self._in_flight == 0:
-                            raise
-                        self._settled.wait(timeout=1.0)
+                    if self._settle_count != settled:
+                        continue  # one settled meanwhile: try again at once
+                    if self._in_flight == 0:
+                        raise
+                if limiter is not None:
+                    limiter.release()
+                try:
+                    with self._settled:
+                        if self._settle_count == settled:
+                            self._settled.wait(timeout=1.0)
+                finally:
+                    if limiter is not None:
+                        limiter.acquire()
                 continue
             with self._settled:
                 self._in_flight += 1

@@ -1,0 +1,52 @@
+"""Money: no answer paid for twice, no batch stuck holding budget, against the fake API over real HTTP."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rlmcore.api import Client
+from rlmcore.ledger import Ledger
+from rlmcore.subcalls import Engine, _Item
+
+KEY = "sk-ant-test-money-5e0d"
+HANG_GUARD_S = 60  # a deadlock detector, not a speed check: a sound batch here finishes at once
+
+
+@pytest.fixture
+def api(fake_api, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    return fake_api
+
+
+@pytest.fixture
+def engine(api, tmp_path):
+    ledger = Ledger(str(tmp_path / "ledger.sqlite"), create=True)
+    yield Engine(ledger, client=Client(sleep=lambda s: None))
+    ledger.close()
+
+
+def worst_usd(eng, prompt, **kw) -> float:
+    return _Item(eng, prompt, system=None, prefix=None, model=None, max_tokens=None, cache=True, cache_ttl=None,
+                 reuse=True, **kw).worst_usd
+
+
+def in_thread(fn):
+    """Run ``fn`` in a thread; its result, or None when it is still running after HANG_GUARD_S."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(HANG_GUARD_S)
+    return out[0] if out else None
+
+
+def test_an_item_waiting_for_budget_does_not_block_a_rate_limited_retry(engine, api):
+    # Room for one worst case: item B waits for item A to settle. A is answered 429, which halves the batch's
+    # requests in flight to one; its retry must get a slot even though B is still waiting.
+    api.configure(latency=0.05)
+    engine.ledger.set_limits(max_usd=worst_usd(engine, "item 0") * 1.5)
+    api.fail_next(1, status=429, retry_after=0)
+    results = in_thread(lambda: engine.llm_query_batch(["item 0", "item 1"], concurrency=2))
+    assert results == ["echo: item 0", "echo: item 1"]
+    assert engine.ledger.budget()["reserved"]["usd"] == 0
