@@ -5,7 +5,8 @@ The life of one sub-call (``Engine._run``):
 1. Its request hash (sha256 of the whole request body: model, system, prefix,
    prompt, max_tokens, parameters and cache settings). A response already paid
    for under that hash is returned at no cost (status ``reused``), so a re-run
-   after a crash or a timeout never pays twice.
+   after a crash or a timeout never pays twice. A prompt repeated within one
+   batch is sent once; its repeats are answered from the ledger after the fan-out.
 2. ``ledger.reserve`` of its worst case (``models.worst_case_usd``); a refusal
    fails the item without sending anything (status ``budget``). While other
    calls of the same engine are in flight, a refusal first waits for one of
@@ -222,7 +223,13 @@ class Engine:
                 while start < len(items) and not (outcomes[start - 1].sent if start else False):
                     outcomes[start] = self._run_counted(items[start], start, batch_id, None, halt)
                     start += 1
-            rest = range(start, len(items))
+            # A repeat of an earlier item waits until the fan-out is done: then it is answered from
+            # the ledger instead of being sent, and paid, alongside the first.
+            first = {}
+            repeats = [i for i in range(start, len(items))
+                       if items[i].reuse and first.setdefault(items[i].hash, i) != i]
+            waiting = set(repeats)
+            rest = [i for i in range(start, len(items)) if i not in waiting]
             done = run_ordered(rest, lambda i: self._run_counted(items[i], i, batch_id, limiter, halt),
                                concurrency=width, limiter=limiter)
             for i, outcome in zip(rest, done):
@@ -231,6 +238,8 @@ class Engine:
                 if isinstance(outcome, BaseException):
                     outcome = _Outcome(_marker(_as_rlm(outcome)), error=_as_rlm(outcome))
                 outcomes[i] = outcome
+            for i in repeats:
+                outcomes[i] = self._run_counted(items[i], i, batch_id, None, halt)
         finally:
             self.progress = None
         return outcomes

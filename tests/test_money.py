@@ -41,6 +41,20 @@ def in_thread(fn):
     return out[0] if out else None
 
 
+def test_identical_prompts_in_one_batch_are_paid_once(engine, api):
+    api.configure(latency=0.05)
+    results = engine.llm_query_batch(["same", "other", "same", "same"], concurrency=4)
+    assert results == ["echo: same", "echo: other", "echo: same", "echo: same"]
+    assert api.stats()["answered_by_prompt"] == {"same": 1, "other": 1}
+    totals = engine.ledger.totals()
+    assert totals["count"] == 2 and totals["reused"] == 2
+
+
+def test_identical_prompts_with_reuse_false_are_each_sent(engine, api):
+    engine.llm_query_batch(["vote", "vote", "vote"], reuse=False)
+    assert api.stats()["answered_by_prompt"] == {"vote": 3}
+
+
 def test_an_item_waiting_for_budget_does_not_block_a_rate_limited_retry(engine, api):
     # Room for one worst case: item B waits for item A to settle. A is answered 429, which halves the batch's
     # requests in flight to one; its retry must get a slot even though B is still waiting.

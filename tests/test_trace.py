@@ -95,7 +95,7 @@ def test_trace_counts_retries_failures_reuse_and_budget_refusals(recorded):
     failed_sent = 3  # the FAILME items
     assert t["count"] == answered + failed_sent
     assert t["retries"] == stats["requests"] - t["count"] == 5  # three 429s and two 529s, each retried once
-    assert t["reused"] == 10
+    assert t["reused"] == 12  # the re-run's 10, and 2 prompts repeated within the 'found' batch (chunks(10) repeats)
     assert t["failed"] == failed_sent + 3  # 5 calls asked for with room for 2
     assert t["usd"] == pytest.approx(sum((r.get("calls") or {}).get("usd", 0) for r in reports), abs=1e-9)
 
