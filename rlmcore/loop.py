@@ -35,6 +35,7 @@ to one plain ``llm_query`` over the text.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import os
 import re
 import sys
@@ -401,6 +402,13 @@ def fork_engine(engine):
     return child
 
 
+def child_label(question: str, text: str, depth: int) -> str:
+    """A child loop's name in its tracebacks and spilled output, which its root reads. It is the same when an
+    exec is run again (no exec id, nothing random), so the root's requests are too and come from the ledger."""
+    seen = f"{question}\0{len(text)}\0{text[:4096]}\0{text[-4096:]}"
+    return f"d{depth}-{hashlib.sha256(seen.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
 def make_rlm_query(get_engine, get_context, get_files, *, depth: int, max_depth: int, root_model=None,
                    out_dir: str):
     """``rlm_query`` for a namespace at ``depth``, whose sub-calls go through ``get_engine()``."""
@@ -433,7 +441,7 @@ def make_rlm_query(get_engine, get_context, get_files, *, depth: int, max_depth:
         root = fork_engine(engine)  # root calls hang under the call whose code called rlm_query
         executor = LocalExecutor(text, files, engine=fork_engine(engine), depth=depth + 1, max_depth=max_depth,
                                  root_model=model or root_model, out_dir=out_dir,
-                                 label=f"{engine.exec_id}-d{depth + 1}-{uuid.uuid4().hex[:6]}")
+                                 label=child_label(question, text, depth + 1))
         result = run_loop(question, executor, engine=root, model=model or root_model,
                           max_iterations=max_iterations, depth=depth + 1, max_depth=max_depth)
         return result.answer

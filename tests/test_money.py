@@ -5,6 +5,8 @@ import threading
 
 import pytest
 
+from clitools import run
+from rlmcore import loop, sessions
 from rlmcore.api import Client
 from rlmcore.ledger import Ledger
 from rlmcore.subcalls import Engine, _Item
@@ -64,3 +66,25 @@ def test_an_item_waiting_for_budget_does_not_block_a_rate_limited_retry(engine, 
     results = in_thread(lambda: engine.llm_query_batch(["item 0", "item 1"], concurrency=2))
     assert results == ["echo: item 0", "echo: item 1"]
     assert engine.ledger.budget()["reserved"]["usd"] == 0
+
+
+def test_a_rerun_exec_gets_a_child_loops_root_replies_from_the_ledger(api, tmp_path):
+    # The child's first block fails: its traceback, shown to the root, must not name anything that changes
+    # from one exec to the next, or every later root request of the re-run is a new, paid request.
+    def responder(body):
+        if (body.get("system") or [{}])[0].get("text") != loop.SYSTEM_PROMPT:
+            return None
+        turn = sum(m["role"] == "assistant" for m in body["messages"])
+        return ["```repl\nprint(len(context)); 1/0\n```", "```repl\nFINAL('ok')\n```"][min(turn, 1)]
+
+    api.set_responder(responder)
+    (tmp_path / "in.txt").write_text("some text\n")
+    sessions.start([str(tmp_path / "in.txt")], [], "t", None, {}, False, None)
+    code = "print(rlm_query('What is it?', 'pelican'))"
+    first = run("t", code)
+    assert first["error"] is None and first["stdout"].strip() == "ok"
+    sent = api.stats()["requests"]
+    again = run("t", code)
+    assert again["stdout"].strip() == "ok"
+    assert api.stats()["requests"] == sent
+    assert again["calls"]["reused"] == 2 and again["calls"]["usd"] == 0
