@@ -31,7 +31,10 @@ def _limit(kind, what):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}; give {what} >= 0, or 'none' for no limit")
-        if value < 0 or value != value:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give {what} >= 0, "
+                                             "or 'none' for no limit")
+        if value < 0:
             raise argparse.ArgumentTypeError(f"{text!r} is negative; give {what} >= 0, or 'none' for no limit")
         return value
     return parse

@@ -18,7 +18,7 @@ import sys
 import time
 
 from . import paths
-from .errors import RLMError, SessionBusy, WorkerError
+from .errors import RLMError, SessionBusy, SessionError, WorkerError
 
 HELLO_TIMEOUT_S = 900.0  # binding a gigabyte input on a slow disk takes a while
 EXIT_LOCKED = 75  # keep in step with worker.EXIT_LOCKED
@@ -38,6 +38,9 @@ def read_json(path: str, default=None):
             return json.loads(f.read())
     except FileNotFoundError:
         return default
+    except ValueError as exc:  # written atomically, so only a hand edit or a disk fault gets here
+        raise SessionError(f"the session file {path} is damaged: {exc}",
+                           "restore it, or 'rlm_repl.py stop --session ID' to remove the session") from None
 
 
 def read_key(session_dir: str) -> str:

@@ -13,7 +13,7 @@ import os
 import time
 
 from . import client, config, paths
-from .errors import ConfigError, InputError, LedgerError, NoFinal, SessionExists, WorkerError
+from .errors import ConfigError, InputError, LedgerError, NoFinal, RLMError, SessionExists, WorkerError
 
 RESTART_MID_EXEC = ("the worker exited while the exec ran (os._exit(), a crash or a kill); "
                     "it was started again from the last checkpoint")
@@ -197,11 +197,18 @@ def list_sessions() -> dict:
     rows = []
     for name in sorted(os.listdir(root)):
         sdir = os.path.join(root, name)
-        meta = client.read_json(os.path.join(sdir, "session.json"))
-        if not meta or not paths.SESSION_ID_RE.match(name):
+        if not paths.SESSION_ID_RE.match(name) or not os.path.isdir(sdir):
+            continue  # a stray file or a leftover of a removal, not a session
+        try:
+            meta = client.read_json(os.path.join(sdir, "session.json"))
+        except RLMError:
+            meta = {"damaged": True}  # listed, so it can be found and stopped
+        if not meta:
             continue
         rows.append({"session": name, "created": meta.get("created"), "last_used": _last_used(sdir),
                      "usd": _spent_usd(sdir), "final": os.path.exists(os.path.join(sdir, "final.json"))})
+        if meta.get("damaged"):
+            rows[-1]["damaged"] = "session.json cannot be read"
     return {"sessions": rows, "count": len(rows)}
 
 

@@ -143,7 +143,11 @@ def trace(session_id: str, *, full: bool = False, html: str | None = None) -> di
         from .report import render
         meta = _read_json(os.path.join(sdir, "session.json"))
         meta["summary"] = _read_json(os.path.join(sdir, "summary.json"))
-        paths.atomic_write(out_path, render(data, calls, meta).encode("utf-8"))
+        try:
+            paths.atomic_write(out_path, render(data, calls, meta).encode("utf-8"))
+        except OSError as exc:
+            raise InputError(f"cannot write --html {out_path!r}: {exc.strerror or exc}",
+                             "choose a folder you can write to, or free some disk space") from None
     out = data if full else brief(data)
     if html:
         out["html"] = out_path

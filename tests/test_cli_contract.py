@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from fake_api import FakeAPI
 
 from clitools import ok, rlm, run, start, worker_pid
@@ -62,3 +64,41 @@ def test_rlm_concurrency_of_the_exec_shell_bounds_its_batch(tmp_path):
         out = run("c", "print(len(llm_query_batch([f'q{i}' for i in range(6)])))",
                   env=dict(env, RLM_CONCURRENCY="2"))
         assert out["stdout"] == "6\n" and api.stats()["peak_concurrency"] == 2
+
+
+# ---- errors the caller can act on, never an internal error -------------------------------------------------
+
+def test_a_limit_that_is_not_a_finite_number_is_a_usage_error(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "n")
+    for value in ("nan", "inf", "-inf"):
+        result = rlm("budget", "--session", "n", f"--max-usd={value}")
+        assert result.code == 2 and "not a finite number" in result["error"]["message"], result
+    assert ok("budget", "--session", "n", "--max-usd", "none")["budget"]["limits"]["max_usd"] is None
+
+
+def test_list_skips_stray_files_and_names_a_session_whose_json_is_damaged(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "good")
+    start(tmp_path / "in.txt", "bad")
+    ok("stop", "--session", "bad", "--keep")
+    sessions = os.path.dirname(session_dir("good"))
+    with open(os.path.join(sessions, "bad", "session.json"), "w") as f:
+        f.write("{half")
+    with open(os.path.join(sessions, "notes"), "w") as f:
+        f.write("a file someone left here\n")
+    listed = {row["session"]: row for row in ok("list")["sessions"]}
+    assert set(listed) == {"good", "bad"} and "damaged" in listed["bad"] and "damaged" not in listed["good"]
+    result = rlm("status", "--session", "bad")
+    assert result.code == 1 and result["error"]["type"] == "session_error", result
+    assert "session.json" in result["error"]["message"] and "damaged" in result["error"]["message"]
+    assert ok("stop", "--session", "bad")["removed"] is True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a folder nobody can create files in")
+def test_trace_html_into_a_folder_that_refuses_files_is_an_input_error(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "h")
+    result = rlm("trace", "--session", "h", "--html", "/proc/report.html")
+    assert result.code == 1 and result["error"]["type"] == "input_error", result
+    assert "/proc/report.html" in result["error"]["message"]
