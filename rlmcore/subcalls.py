@@ -7,6 +7,8 @@ The life of one sub-call (``Engine._run``):
    for under that hash is returned at no cost (status ``reused``), so a re-run
    after a crash or a timeout never pays twice. A prompt repeated within one
    batch is sent once; its repeats are answered from the ledger after the fan-out.
+   An identical request of the same engine still in flight (an exec that timed
+   out leaves its calls running) is waited for, not sent again.
 2. ``ledger.reserve`` of its worst case (``models.worst_case_usd``); a refusal
    fails the item without sending anything (status ``budget``). While other
    calls of the same engine are in flight, a refusal first waits for one of
@@ -80,6 +82,9 @@ class _Item:
         self.max_tokens = int(max_tokens)
         self.cache_ttl = cache_ttl if cache else None
         self.reuse = reuse
+        # Where it is recorded, fixed now: a call still in flight when its exec timed out may
+        # settle while the next exec runs.
+        self.exec_id, self.parent_call_id = engine.exec_id, engine.parent_call_id
         self.body = build_body(self.info, prompt, system=system, prefix=prefix, max_tokens=self.max_tokens,
                                cache=cache, cache_ttl=cache_ttl)
         self._seal((system or "") + (prefix or "") + prompt)
@@ -155,6 +160,7 @@ class Engine:
         self._settled = threading.Condition()  # reservations of this engine in flight, and settlements
         self._in_flight = 0
         self._settle_count = 0
+        self._sending = {}  # request hash -> Event set when that request of this engine has settled
 
     # ---- public face -----------------------------------------------------
 
@@ -286,8 +292,8 @@ class Engine:
         return self.dry_run or config.dry_run()
 
     def _record(self, item, index, batch_id, **fields) -> dict:
-        record = {"exec_id": self.exec_id, "batch_id": batch_id, "item": index,
-                  "parent_call_id": self.parent_call_id, "model": item.info["id"], "started": self.clock()}
+        record = {"exec_id": item.exec_id, "batch_id": batch_id, "item": index,
+                  "parent_call_id": item.parent_call_id, "model": item.info["id"], "started": self.clock()}
         record.update(fields)
         return record
 
@@ -300,13 +306,33 @@ class Engine:
                                                  attempts=0, request_hash=item.hash))
             return _Outcome(f"[dry run: {item.info['id']}, ~{item.est_tokens} input tokens, "
                             f"max {item.max_tokens} output, about ${usd:.4f}]")
-        if item.reuse:
+        if not item.reuse:
+            return self._run_new(item, index, batch_id, limiter, halt)
+        mine = threading.Event()
+        try:
+            while True:
+                with self._lock:
+                    sending = self._sending.setdefault(item.hash, mine)
+                if sending is mine:
+                    break
+                # The same request is in flight (an exec that timed out leaves its calls running):
+                # wait for its answer in the ledger rather than pay for it again.
+                _without_slot(limiter, lambda: sending.wait(timeout=1.0))
             cached = self.ledger.cached_response(item.hash)
             if cached is not None:
                 call_id = self.ledger.record_call(self._record(
                     item, index, batch_id, status="reused", usd=0.0, attempts=0, request_hash=item.hash,
                     stop_reason=cached.get("stop_reason")))
                 return _Outcome(_answer(cached, item.max_tokens), call_id=call_id)
+            return self._run_new(item, index, batch_id, limiter, halt)
+        finally:
+            with self._lock:
+                if self._sending.get(item.hash) is mine:
+                    del self._sending[item.hash]
+            mine.set()
+
+    def _run_new(self, item, index, batch_id, limiter, halt) -> _Outcome:
+        """Send a request not answered in the ledger: reserve, send, settle."""
         if halt is not None and halt.error is not None:
             return self._not_sent(item, index, batch_id, halt.error)
         self.client.check_key()  # no key: a ConfigError before anything is reserved
@@ -347,19 +373,16 @@ class Engine:
                         continue  # one settled meanwhile: try again at once
                     if self._in_flight == 0:
                         raise
-                if limiter is not None:
-                    limiter.release()
-                try:
-                    with self._settled:
-                        if self._settle_count == settled:
-                            self._settled.wait(timeout=1.0)
-                finally:
-                    if limiter is not None:
-                        limiter.acquire()
+                _without_slot(limiter, lambda: self._wait_settled(settled))
                 continue
             with self._settled:
                 self._in_flight += 1
             return reservation
+
+    def _wait_settled(self, settled: int) -> None:
+        with self._settled:
+            if self._settle_count == settled:
+                self._settled.wait(timeout=1.0)
 
     def _settle_one(self) -> None:
         with self._settled:
@@ -451,6 +474,18 @@ class _Send:
             return _Outcome(_marker(error), error=error, usd=usd, retries=self.retries, sent=True, call_id=call_id)
         return _Outcome(_answer(response.raw, item.max_tokens), usd=usd, retries=self.retries, sent=True,
                         call_id=call_id)
+
+
+def _without_slot(limiter, wait) -> None:
+    """``wait()`` with the batch's limiter slot given back: what we wait for may need a slot to retry."""
+    if limiter is None:
+        wait()
+        return
+    limiter.release()
+    try:
+        wait()
+    finally:
+        limiter.acquire()
 
 
 def _as_rlm(exc: BaseException) -> RLMError:

@@ -88,3 +88,17 @@ def test_a_rerun_exec_gets_a_child_loops_root_replies_from_the_ledger(api, tmp_p
     assert again["stdout"].strip() == "ok"
     assert api.stats()["requests"] == sent
     assert again["calls"]["reused"] == 2 and again["calls"]["usd"] == 0
+
+
+def test_a_rerun_right_after_a_timeout_waits_for_the_calls_still_in_flight_instead_of_paying_again(api, tmp_path):
+    api.configure(latency=2.0)  # still in flight when the first exec times out and when the second starts
+    (tmp_path / "in.txt").write_text("some text\n")
+    sessions.start([str(tmp_path / "in.txt")], [], "t", None, {}, False, None)
+    code = "print(llm_query_batch(['a', 'b', 'c'], concurrency=3))"
+    first = run("t", code, "--timeout", "0.5")
+    assert first["timed_out"]
+    again = run("t", code)
+    assert again["stdout"].strip() == "['echo: a', 'echo: b', 'echo: c']"
+    assert api.stats()["answered_by_prompt"] == {"a": 1, "b": 1, "c": 1}
+    # The calls of the first exec are counted there, not in the exec that reused their answers.
+    assert again["calls"]["count"] == 0 and again["calls"]["reused"] == 3 and again["calls"]["usd"] == 0
