@@ -10,7 +10,7 @@ stuck for the rest of the session.
 from __future__ import annotations
 
 import builtins
-import functools
+import inspect
 import json
 import os
 import sys
@@ -134,13 +134,47 @@ class Namespace:
         from .subcalls import Engine
 
         def llm_query(prompt, **kwargs):
+            """Ask a sub-model one question; return its answer as a str.
+
+            prompt      the question and the text it is about (e.g. a chunk of `context`).
+            system      instructions for the sub-model.
+            prefix      text shared by many calls, placed before the prompt and marked
+                        for prompt caching, so repeats of it cost a tenth.
+            model       a model id or alias ('haiku', 'sonnet'); default: the session's.
+            max_tokens  the longest answer (default 4096); an answer cut there ends
+                        with a line '[llm_query: answer cut at max_tokens=N]'.
+            cache       False: no cache marks on system and prefix.
+            cache_ttl   '1h' keeps the cache entry longer (its writes cost more).
+            reuse       False: send even when the same request was already paid for
+                        (by default it is answered from the session's ledger, free).
+
+            A call that still fails after retries raises an RLMError (an APIError,
+            BudgetExceeded, ...) whose message names the cause and .hint what to do.
+            Every call counts against the session's limits: see budget().
+            """
             return self._engine().llm_query(prompt, **kwargs)
 
         def llm_query_batch(prompts, **kwargs):
+            """Ask many questions in parallel; return the answers, a list of str in the order of `prompts`.
+
+            prompts      a list of str, one sub-call each.
+            system, prefix, model, max_tokens, cache, cache_ttl, reuse: as in llm_query
+                         (a shared prefix is written to the cache by the first call,
+                         then read by the rest).
+            concurrency  sub-calls in flight at once (default RLM_CONCURRENCY, 20);
+                         halved on rate limits, then grown back.
+            errors       "marker" (default): an item that fails after retries becomes a
+                         str starting '[llm_query error' that names the cause, and the
+                         other answers are kept. "raise": a BatchError once the batch
+                         is done, with .results (every answer) and .failed (indexes).
+
+            Example:  answers = llm_query_batch([f"List the errors in:\n{c}" for c in chunks()])
+            """
             return self._engine().llm_query_batch(prompts, **kwargs)
 
-        functools.update_wrapper(llm_query, Engine.llm_query)
-        functools.update_wrapper(llm_query_batch, Engine.llm_query_batch)
+        for wrapper, method in ((llm_query, Engine.llm_query), (llm_query_batch, Engine.llm_query_batch)):
+            signature = inspect.signature(method)  # help() shows the real keywords, without `self`
+            wrapper.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
         names = make_helpers(lambda: self.context, lambda: self.context_files, lambda: self.ns)
         names.update(llm_query=llm_query, llm_query_batch=llm_query_batch,
                      FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, budget=self.budget)

@@ -139,6 +139,8 @@ class Worker:
 
     def execute(self, job: Job) -> None:
         signal.signal(signal.SIGINT, self._on_sigint)  # earlier user code may have replaced or ignored it
+        if sys.stdin is None or sys.stdin.closed:  # exit() closes it: input() must meet EOF, not a closed file
+            sys.stdin = open(os.devnull)
         job.exec_id = self.space.begin_exec(job.code, job.dry_run, job.parent_call_id)
         threading.Thread(target=self._watch, args=(job,), daemon=True).start()
         job.capture = Captured(os.path.join(self.dir, "out"), job.exec_id, job.stdout_max)

@@ -102,3 +102,22 @@ def test_trace_html_into_a_folder_that_refuses_files_is_an_input_error(tmp_path)
     result = rlm("trace", "--session", "h", "--html", "/proc/report.html")
     assert result.code == 1 and result["error"]["type"] == "input_error", result
     assert "/proc/report.html" in result["error"]["message"]
+
+
+# ---- the REPL's own manual ------------------------------------------------------------------------------------
+
+def test_help_of_the_sub_call_functions_shows_their_keywords_and_a_manual(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "m")
+    text = run("m", "help(llm_query); help(llm_query_batch)")["stdout"]
+    assert "llm_query(prompt, *, system=None, prefix=None" in text and "self" not in text
+    assert "llm_query_batch(prompts, *, system=None" in text
+    assert "prompt caching" in text and "[llm_query error" in text and "BatchError" in text
+
+
+def test_input_meets_end_of_file_also_after_an_exec_called_exit(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "i")
+    assert run("i", "input('name? ')")["error"]["type"] == "EOFError"
+    assert run("i", "exit()")["error"]["type"] == "SystemExit"
+    assert run("i", "input('name? ')")["error"]["type"] == "EOFError"
