@@ -163,7 +163,8 @@ def test_rate_limit_storm_lowers_the_requests_in_flight(make_engine, fake_api):
     fake_api.configure(latency=0.03)
     fake_api.set_responder(lambda body: seen.append(fake_api.stats()["in_flight"]))
     fake_api.fail_next(20, status=429, retry_after=0.01)
-    results = make_engine().llm_query_batch([f"item {i}" for i in range(60)], concurrency=20)
+    # Real 10 ms waits between retries: with none, one item could retry fast enough to meet every 429 itself.
+    results = make_engine(client=Client()).llm_query_batch([f"item {i}" for i in range(60)], concurrency=20)
     assert [r for r in results if r.startswith(ERROR_MARK)] == []
     assert max(seen[:20]) <= 11  # halved once for the whole wave of 429s, then grows back slowly
 
