@@ -186,7 +186,8 @@ def _to_error(f: _Failure, attempts: int, model: str, base_url: str, key) -> API
     where = f"HTTP {f.status}" if f.status else "no response"
     if f.status == 404:
         message = f"model {model!r} was not found at {base_url} ({where}: {said})"
-        hint = ("choose another model with model=... or RLM_MODEL; known ids: "
+        hint = ("choose another model with model=... (a session's default is set by 'start --model' or the "
+                "RLM_MODEL of its start); known ids: "
                 + ", ".join(models.known_ids()) + "; or check ANTHROPIC_BASE_URL")
     elif f.status == 400:
         message = f"the API refused the request ({f.api_type}, {where}): {said}"
