@@ -1,8 +1,9 @@
 """Running one piece of user code in the session namespace.
 
 The code is parsed once; a final bare expression is evaluated separately and
-its repr printed, as a notebook does. ``sys.stdout``/``sys.stderr`` are
-replaced by captures that keep the head and tail in memory and stream
+its repr printed, as a notebook does. ``sys.stdout``/``sys.stderr`` write
+(through one switch object that outlives execs, so references kept by user
+code follow) to captures that keep the head and tail in memory and stream
 everything to a spill file once the output grows, so 100 MB of prints costs
 disk, not memory, and the model sees a bounded excerpt with a marker. The
 source is registered with ``linecache`` under a name like ``<exec 3>`` so
@@ -259,18 +260,49 @@ def repr_limited(value, limit: int = 100_000) -> str:
     return cut_middle(text, limit)
 
 
+class StreamSwitch:
+    """What ``sys.stdout`` / ``sys.stderr`` are while captures are in use: one object that writes to the
+    running exec's capture (to the stream it replaced between execs). A reference kept by user code, such as
+    the handler of ``logging.basicConfig()`` or ``out = sys.stdout``, so reaches later execs' reports
+    instead of the capture of the exec that made it, whose text was already reported."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def write(self, s):
+        return self.target.write(s)
+
+    def __getattr__(self, name):
+        if name == "target":  # not set yet (an unpickled or copied one): no endless recursion
+            raise AttributeError(name)
+        return getattr(self.target, name)
+
+
+_SWITCHES: dict = {}
+
+
+def _switch_to(name: str, target):
+    """Make ``sys.<name>`` the switch of that stream, pointing at ``target``; return what it pointed at."""
+    switch = _SWITCHES.get(name)
+    if switch is None:
+        switch = _SWITCHES[name] = StreamSwitch(getattr(sys, name))
+    previous, switch.target = switch.target, target
+    setattr(sys, name, switch)  # also undoes a `sys.stdout = ...` of the user's code
+    return previous
+
+
 class Captured:
-    """Context manager installing stdout/stderr captures for one exec."""
+    """Context manager pointing stdout/stderr at captures for one exec (nested ones restore the outer)."""
 
     def __init__(self, out_dir: str, exec_id, max_chars: int):
         self.stdout = OutputCapture(os.path.join(out_dir, f"exec-{exec_id}.stdout.txt"), max_chars)
         self.stderr = OutputCapture(os.path.join(out_dir, f"exec-{exec_id}.stderr.txt"), max_chars)
 
     def __enter__(self):
-        self._saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = self.stdout, self.stderr
+        self._saved = _switch_to("stdout", self.stdout), _switch_to("stderr", self.stderr)
         return self
 
     def __exit__(self, *exc):
-        sys.stdout, sys.stderr = self._saved
+        _switch_to("stdout", self._saved[0])
+        _switch_to("stderr", self._saved[1])
         return False

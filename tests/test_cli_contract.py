@@ -121,3 +121,15 @@ def test_input_meets_end_of_file_also_after_an_exec_called_exit(tmp_path):
     assert run("i", "input('name? ')")["error"]["type"] == "EOFError"
     assert run("i", "exit()")["error"]["type"] == "SystemExit"
     assert run("i", "input('name? ')")["error"]["type"] == "EOFError"
+
+
+def test_logging_set_up_in_one_exec_reaches_the_reports_of_later_execs(tmp_path):
+    (tmp_path / "in.txt").write_text("hello\n")
+    start(tmp_path / "in.txt", "l")
+    out = run("l", "import logging, sys\nlogging.basicConfig(level=logging.INFO)\nlog = logging.getLogger('app')\n"
+                   "log.info('first')\nkept = sys.stdout")
+    assert out["stderr"] == "INFO:app:first\n"
+    out = run("l", "log.info('second'); _ = kept.write('through a kept reference\\n')")
+    assert out["stderr"] == "INFO:app:second\n" and out["stdout"] == "through a kept reference\n"
+    assert run("l", "import sys; sys.stdout = open('/dev/null', 'w')")["error"] is None
+    assert run("l", "print('the next exec prints again')")["stdout"] == "the next exec prints again\n"
