@@ -47,14 +47,14 @@ def size_of(value):
         return sys.getsizeof(value, None)
 
 
-def _dry_run_notes(calls, budget) -> list:
+def _dry_run_notes(calls, budget, session: str) -> list:
     """Warn when the plan a dry run priced would not fit the remaining budget."""
     estimate = (calls or {}).get("dry_run_usd") or 0
     left = ((budget or {}).get("remaining") or {}).get("usd")
     if left is None or estimate <= left:
         return []
     return [f"the dry run's estimated cost ${estimate:.4f} is above the remaining budget ${left:.4f}: "
-            "raise it with 'rlm_repl.py budget --session ID --max-usd X', or narrow the plan first"]
+            f"raise it with 'rlm_repl.py budget --session {session} --max-usd X', or narrow the plan first"]
 
 
 class Namespace:
@@ -284,7 +284,7 @@ class Namespace:
                                "(keep your own values under other names)"]
         if job.dry_run:
             report["dry_run"] = True
-            report.setdefault("notes", []).extend(_dry_run_notes(report["calls"], report["budget"]))
+            report.setdefault("notes", []).extend(_dry_run_notes(report["calls"], report["budget"], self.meta["id"]))
         report["elapsed_s"] = round(time.time() - job.started, 3)
         self._end_exec(job.exec_id, report)
         return report

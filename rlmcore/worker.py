@@ -256,7 +256,7 @@ class Worker:
             return send(stream, {"error": {
                 "type": "session_busy",
                 "message": f"exec {busy.exec_id} is still running (for {time.time() - busy.started:.0f} s)",
-                "hint": "collect it with 'rlm_repl.py wait --session ID', or wait for it to finish"}})
+                "hint": f"collect it with 'rlm_repl.py wait --session {self.meta['id']}', or wait for it to finish"}})
         use_env(request.get("env") or {})
         self.jobs.put(job)
         self._await(job, request, stream)
@@ -267,7 +267,7 @@ class Worker:
             return self._await(job, request, stream)
         if self.last_report is None:
             return send(stream, {"error": {"type": "nothing_running", "message": "no exec has run in this session",
-                                           "hint": "run code with 'rlm_repl.py exec --session ID -c CODE'"}})
+                                           "hint": f"run code with 'rlm_repl.py exec --session {self.meta['id']} -c CODE'"}})
         send(stream, {"report": self.last_report})
 
     def _await(self, job: Job, request: dict, stream) -> None:

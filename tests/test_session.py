@@ -200,6 +200,7 @@ def test_long_exec_keeps_running_and_wait_collects_it_while_a_second_exec_is_bus
     assert first["running"] is True and first["exec_id"]
     busy = rlm("exec", "--session", "t1", "-c", "1")
     assert busy.code == 1 and busy["error"]["type"] == "session_busy"
+    assert "wait --session t1" in busy["error"]["hint"]
     collected = ok("wait", "--session", "t1", "--wait", "30")
     assert collected["ok"] is True and collected["exec_id"] == first["exec_id"]
     assert run("t1", "done")["stdout"] == "'yes'\n"
