@@ -125,7 +125,15 @@ def build_parser() -> Parser:
 # -- commands -----------------------------------------------------------------------
 
 def read_code(args) -> str:
-    """The code as text; bytes that are not UTF-8 become U+FFFD, from every source alike."""
+    """The code as text (bytes that are not UTF-8 become U+FFFD, from every source alike); empty code is refused."""
+    code = _code_text(args)
+    if not code.strip():
+        raise UsageError("exec got no code (empty -c, file or stdin)",
+                         "pass the code with -c CODE, --file PATH, or a heredoc: exec --session ID <<'EOF' ... EOF")
+    return code
+
+
+def _code_text(args) -> str:
     if args.code is not None:
         return os.fsencode(args.code).decode("utf-8", errors="replace")  # argv's own bytes, whatever the locale
     if args.file:
@@ -265,6 +273,7 @@ COMMANDS = {"start": cmd_start, "run": cmd_run, "exec": cmd_exec, "wait": cmd_wa
 
 
 def main(argv=None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if not args.command:
@@ -276,8 +285,10 @@ def main(argv=None) -> int:
         emit({"error": exc.to_json()})
         return exc.exit_code
     except KeyboardInterrupt:
+        running_on = getattr(args, "command", None) in ("exec", "wait")
         emit({"error": {"type": "interrupted", "message": "interrupted before the command finished",
-                        "hint": "an exec keeps running in the worker: collect it with 'wait'"}})
+                        "hint": "the exec keeps running in the worker: collect it with 'wait'" if running_on
+                        else "run the command again"}})
         return 1
     except Exception as exc:
         if os.environ.get("RLM_DEBUG") == "1":

@@ -371,3 +371,10 @@ def test_a_dry_run_never_sets_the_final_answer_and_warns_when_the_plan_does_not_
     assert out["final"] is None and "NOT set" in out["stdout"]
     assert out["calls"]["dry_run"] == 5 and "above the remaining budget" in " ".join(out["notes"])
     assert rlm("final", "--session", "t1")["error"]["type"] == "no_final"
+
+
+def test_an_exec_with_no_code_is_a_usage_error(logfile):
+    start(logfile)
+    for extra in (("-c", "  "), ()):
+        result = rlm("exec", "--session", "t1", *extra, stdin="" if not extra else None)
+        assert result.code == 2 and "no code" in result["error"]["message"]
