@@ -26,6 +26,21 @@ def fake_api():
         yield api
 
 
+@pytest.fixture
+def api(fake_api, monkeypatch):
+    """The fake API, reached by every CLI command of the test and the workers they start."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
+    return fake_api
+
+
+@pytest.fixture
+def data(tmp_path):
+    """A small text input: 100 lines 'row N'."""
+    path = tmp_path / "data.txt"
+    path.write_text("".join(f"row {i}\n" for i in range(100)))
+    return path
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch):
     """Every test gets its own RLM_HOME, no real key, and a base URL that can only be loopback.

@@ -22,24 +22,11 @@ from conftest import kill_workers
 
 
 @pytest.fixture
-def data(tmp_path):
-    path = tmp_path / "data.txt"
-    path.write_text("".join(f"row {i}\n" for i in range(100)))
-    return path
-
-
-@pytest.fixture
 def session(data):
     """A started session 's' with one variable; returns its folder."""
     sdir = start(data, "s")["session_dir"]
     run("s", "earlier = 'kept'")
     return sdir
-
-
-@pytest.fixture
-def api(fake_api, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
-    return fake_api
 
 
 def usable(session_id="s"):

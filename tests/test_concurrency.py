@@ -22,12 +22,6 @@ def data(tmp_path):
     return path
 
 
-@pytest.fixture
-def api(fake_api, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
-    return fake_api
-
-
 def together(*commands) -> list:
     """Start every command (a list of CLI arguments) at once; return (exit code, JSON) of each."""
     procs = [subprocess.Popen([sys.executable, CLI, *map(str, args)], stdout=subprocess.PIPE,

@@ -22,20 +22,6 @@ BATCH_CODE = (f"res = llm_query_batch([f'q{{i:03d}}' for i in range({BATCH})], c
               f"print(sum(r == f'echo: q{{i:03d}}' for i, r in enumerate(res)))")
 
 
-@pytest.fixture
-def data(tmp_path):
-    path = tmp_path / "data.txt"
-    path.write_text("".join(f"row {i}\n" for i in range(100)))
-    return path
-
-
-@pytest.fixture
-def api(fake_api, monkeypatch):
-    """The fake API, reached by every CLI command and the workers they start."""
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
-    return fake_api
-
-
 def until(predicate, what: str, limit_s: float = 30.0):
     """Poll ``predicate`` until it returns something true; fail naming ``what`` after ``limit_s``."""
     deadline = time.monotonic() + limit_s

@@ -24,10 +24,9 @@ LIVE = ({"ANTHROPIC_API_KEY": os.environ.get("ANTHROPIC_API_KEY", ""),
 
 
 @pytest.fixture
-def api(fake_api, monkeypatch):
-    fake_api.configure(reader=True)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
-    return fake_api
+def api(api):
+    api.configure(reader=True)
+    return api
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ HANG_GUARD_S = 60  # a deadlock detector, not a speed check: a sound batch here 
 
 
 @pytest.fixture
-def api(fake_api, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
+def api(api, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    return fake_api
+    return api
 
 
 @pytest.fixture

@@ -20,18 +20,11 @@ KEY = "sk-ant-api03-SECURITY-TEST-9f8e7d6c5b4a"
 
 
 @pytest.fixture
-def data(tmp_path):
-    path = tmp_path / "data.txt"
-    path.write_text("".join(f"row {i}\n" for i in range(50)))
-    return path
-
-
-@pytest.fixture
-def api(fake_api, monkeypatch):
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_api.base_url)
+def api(api, monkeypatch):
+    """The shared fake API, accepting only this test's key."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    fake_api.configure(keys={KEY})
-    return fake_api
+    api.configure(keys={KEY})
+    return api
 
 
 def rlm_with_umask(umask, *args) -> dict:

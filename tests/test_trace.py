@@ -7,7 +7,6 @@ figures must match the fake server's own counters (requests, billed tokens).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
