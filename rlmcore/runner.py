@@ -141,7 +141,8 @@ class OutputCapture:
         """``{text, truncated, chars, path}``; closes the spill file."""
         with self._lock:
             if self.total <= self.max_chars:
-                return {"text": "".join(self._buffer), "truncated": False, "chars": self.total, "path": None}
+                return {"text": last_frames("".join(self._buffer)), "truncated": False, "chars": self.total,
+                        "path": None}
             if self._spill is None and self.spill_error is None:
                 self._open_spill()
             if self._spill is not None:
@@ -153,10 +154,20 @@ class OutputCapture:
         head = "".join(self._head)
         tail = "".join(self._tail)[-self.tail_max:]
         left_out = self.total - len(head) - len(tail)
+        head, tail = last_frames(head), last_frames(tail)
         where = (f"the full text could not be saved ({self.spill_error})" if self.spill_error
                  else f"the full text is in {self.spill_path}")
         marker = f"\n[... {left_out:,} of {self.total:,} characters left out here; {where} ...]\n"
         return head + marker + tail
+
+
+def last_frames(text: str) -> str:
+    """Text as a terminal leaves it: a line redrawn with carriage returns (a progress bar) shows only its last
+    frame. Only what the model is shown is collapsed; the spill file and ``*_chars`` keep every character."""
+    if "\r" not in text:
+        return text
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\n".join(([part for part in line.split("\r") if part] or [""])[-1] for line in lines)
 
 
 def cut_middle(text: str, limit: int) -> str:

@@ -378,3 +378,10 @@ def test_an_exec_with_no_code_is_a_usage_error(logfile):
     for extra in (("-c", "  "), ()):
         result = rlm("exec", "--session", "t1", *extra, stdin="" if not extra else None)
         assert result.code == 2 and "no code" in result["error"]["message"]
+
+
+def test_a_progress_bar_redrawn_with_carriage_returns_shows_its_last_frame(logfile):
+    start(logfile)
+    out = run("t1", "import sys\nfor i in range(101):\n    sys.stdout.write(f'\\rprogress {i}%')\nprint()\nprint('done')")
+    assert out["stdout"] == "progress 100%\ndone\n"
+    assert out["stdout_chars"] > 1000  # every frame was written; only the display is collapsed
