@@ -155,7 +155,10 @@ def test_a_spend_cap_stops_the_batch_without_retries_and_keeps_what_finished(ser
     prompts = [f"item {i:03d}" for i in range(200)]
     results = engine(ledger).llm_query_batch(prompts, concurrency=4)
     stats = served.stats()
-    assert results[:50] == [f"echo: {p}" for p in prompts[:50]]
+    # Items before the cap are answered, except one a thread had taken but not yet sent when the cap came.
+    answered = [r == f"echo: {p}" for p, r in zip(prompts[:50], results[:50])]
+    assert all(ok or "not sent" in r for ok, r in zip(answered, results[:50]))
+    assert sum(answered) >= 50 - 4
     assert stats["by_prompt"]["item 050"] == 1  # no retry of a spend cap
     assert results[50].startswith(f"{ERROR_MARK}: spend_limit_reached")
     assert "Anthropic Console" in results[50]
