@@ -385,3 +385,17 @@ def test_a_progress_bar_redrawn_with_carriage_returns_shows_its_last_frame(logfi
     out = run("t1", "import sys\nfor i in range(101):\n    sys.stdout.write(f'\\rprogress {i}%')\nprint()\nprint('done')")
     assert out["stdout"] == "progress 100%\ndone\n"
     assert out["stdout_chars"] > 1000  # every frame was written; only the display is collapsed
+
+
+def test_the_environment_variables_of_spec_are_honoured(logfile, fake_api):
+    env = {"ANTHROPIC_BASE_URL": fake_api.base_url, "RLM_MODEL": "claude-haiku-4-5", "RLM_MAX_CALLS": "7",
+           "RLM_MAX_USD": "0.25", "RLM_MAX_TOKENS": "900000"}
+    out = start(logfile, "t1", env=env)
+    assert out["model"] == "claude-haiku-4-5"
+    assert out["budget"]["limits"] == {"max_calls": 7, "max_usd": 0.25, "max_tokens": 900000}
+    run("t1", "llm_query('hi')", env={"ANTHROPIC_BASE_URL": fake_api.base_url})
+    assert fake_api.stats()["received"][-1]["model"] == "claude-haiku-4-5"
+    dry = run("t1", "print(llm_query('not sent'))", env={"RLM_DRY_RUN": "1"})
+    assert dry["stdout"].startswith("[dry run: ") and fake_api.stats()["requests"] == 1
+    slow = run("t1", "import time; time.sleep(30)", env={"RLM_EXEC_TIMEOUT": "0.5"})
+    assert slow["timed_out"] is True
