@@ -21,7 +21,7 @@ from . import config
 from .errors import LedgerError, RLMError
 from .helpers import make_helpers
 from .inputs import bind_inputs
-from .paths import atomic_write
+from .paths import atomic_write, read_json_or
 from .runner import format_error
 
 VARIABLES_SHOWN = 50
@@ -67,7 +67,7 @@ class Namespace:
         self.summary = bound.summary()
         atomic_write(os.path.join(session_dir, "summary.json"), json.dumps(self.summary).encode())
         self._open_ledger()
-        self.final = self._load_final()
+        self.final = read_json_or(os.path.join(session_dir, "final.json"), None)
         self.exec_counter = 0
         module = types.ModuleType("__main__")
         sys.modules["__main__"] = module
@@ -244,13 +244,6 @@ class Namespace:
         if self.ledger is None:
             raise self.ledger_error
         return self.ledger.budget()
-
-    def _load_final(self):
-        try:
-            with open(os.path.join(self.dir, "final.json"), "rb") as f:
-                return json.loads(f.read())
-        except (OSError, ValueError):
-            return None
 
     # -- reporting ---------------------------------------------------------
 

@@ -8,6 +8,7 @@ is built from them, so ``../x`` or ``/etc`` never reach the filesystem.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -76,6 +77,19 @@ def check_trusted_dir(path: str) -> None:
             "its checkpoint and key are not trusted",
             f"if you trust its content, run 'chmod 700 {path}' and try again",
         )
+
+
+def read_json_or(path: str, default):
+    """A JSON file's value, or ``default`` when it is missing, unreadable or not JSON.
+
+    For files whose loss only costs a convenience (the last report, the final answer's cache); a file
+    the session cannot do without is read strictly (``client.read_json``).
+    """
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return default
 
 
 def atomic_write(path: str, data: bytes) -> None:

@@ -141,8 +141,8 @@ def trace(session_id: str, *, full: bool = False, html: str | None = None) -> di
     data = dict({"session": session_id}, **data)
     if html:
         from .report import render
-        meta = _read_json(os.path.join(sdir, "session.json"))
-        meta["summary"] = _read_json(os.path.join(sdir, "summary.json"))
+        meta = paths.read_json_or(os.path.join(sdir, "session.json"), {})
+        meta["summary"] = paths.read_json_or(os.path.join(sdir, "summary.json"), {})
         try:
             paths.atomic_write(out_path, render(data, calls, meta).encode("utf-8"))
         except OSError as exc:
@@ -162,14 +162,6 @@ def _html_target(path: str) -> str:
         raise InputError(f"cannot write --html {path!r}: the folder {os.path.dirname(path)!r} does not exist",
                          "create the folder first, or choose another path")
     return path
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):
-        return {}
 
 
 # ---- collecting -------------------------------------------------------------

@@ -32,7 +32,7 @@ import traceback
 from . import config
 from .checkpoint import Checkpointer
 from .errors import CheckpointError, RLMError
-from .paths import atomic_write
+from .paths import atomic_write, read_json_or
 from .runner import Captured, ExecTimeout, run_code
 from .namespace import Namespace
 
@@ -87,7 +87,7 @@ class Worker:
             self.last_report = self._died_report(interrupted[-1])
             self.last_report["calls"], self.last_report["budget"] = self.space.spend(interrupted[-1])
         else:
-            self.last_report = self._load_last_report()
+            self.last_report = read_json_or(os.path.join(self.dir, "last_report.json"), None)
         self.restart_info = info
         signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -107,13 +107,6 @@ class Worker:
             },
             "hint": "run the exec again: sub-calls that were already answered are reused at no cost",
         }
-
-    def _load_last_report(self):
-        try:
-            with open(os.path.join(self.dir, "last_report.json"), "rb") as f:
-                return json.loads(f.read())
-        except (OSError, ValueError):
-            return None
 
     def _on_sigint(self, signum, frame):
         if not self.in_user_code:
