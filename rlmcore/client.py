@@ -176,17 +176,6 @@ def restart_note(hello: dict, why: str) -> dict:
     return info
 
 
-def ensure_worker(session_dir: str):
-    """Return None when a worker answers, else start one and return the restart note."""
-    try:
-        talk(session_dir, {"op": "hello"}, timeout=30)
-        return None
-    except (WorkerGone, WorkerDied):
-        hello = spawn_worker(session_dir)
-        return restart_note(hello, "the worker was not running (idle exit, killed, crash or reboot); "
-                                   "it was started again from the last checkpoint")
-
-
 def wait_for_exit(session_dir: str, timeout: float = 10.0) -> None:
     """Wait until no worker holds the session's lock (the old one has exited)."""
     import fcntl

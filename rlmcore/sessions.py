@@ -15,6 +15,8 @@ import time
 from . import client, config, paths
 from .errors import ConfigError, InputError, LedgerError, NoFinal, RLMError, SessionExists, WorkerError
 
+RESTART_GONE = ("the worker was not running (idle exit, killed, crash or reboot); "
+                "it was started again from the last checkpoint")
 RESTART_MID_EXEC = ("the worker exited while the exec ran (os._exit(), a crash or a kill); "
                     "it was started again from the last checkpoint")
 RESTART_REPLACED = ("the code ignored the timeout interrupt, so its worker was replaced by a new one "
@@ -126,21 +128,24 @@ def _through_worker(sdir: str, message: dict, on_progress) -> dict:
     try:
         answer = client.talk(sdir, message, timeout=long_enough, on_progress=on_progress)
     except client.WorkerGone:
-        restarted = client.restart_note(client.spawn_worker(sdir), "the worker was not running (idle exit, "
-                                        "killed, crash or reboot); it was started again from the last checkpoint")
+        restarted = _revive(sdir, RESTART_GONE)
         answer = client.talk(sdir, message, timeout=long_enough, on_progress=on_progress)
     except client.WorkerDied:
-        client.wait_for_exit(sdir)
-        restarted = client.restart_note(client.spawn_worker(sdir), RESTART_MID_EXEC)
+        restarted = _revive(sdir, RESTART_MID_EXEC)
         answer = client.talk(sdir, {"op": "wait", "wait": 0.01}, timeout=60)
     client.raise_worker_error(answer)
     out = answer.get("report") or answer
     if out.get("worker_replaced"):
-        client.wait_for_exit(sdir)
-        restarted = client.restart_note(client.spawn_worker(sdir), RESTART_REPLACED)
+        restarted = _revive(sdir, RESTART_REPLACED)
     if restarted:
         out["worker_restarted"] = restarted
     return out
+
+
+def _revive(sdir: str, why: str) -> dict:
+    """Start a new worker once the old one is gone; return the ``worker_restarted`` note."""
+    client.wait_for_exit(sdir)
+    return client.restart_note(client.spawn_worker(sdir), why)
 
 
 # -- reading the session folder ---------------------------------------------------
