@@ -117,7 +117,33 @@ def raise_worker_error(answer: dict) -> dict:
 # -- starting workers ----------------------------------------------------------
 
 def spawn_worker(session_dir: str) -> dict:
-    """Start a detached worker and wait until it answers; return its hello answer."""
+    """Make sure a worker serves the session and return its hello answer.
+
+    Several commands may find the worker gone at once: each launches one, the
+    first to take the session's lock serves, the others exit with EXIT_LOCKED
+    and their commands talk to the winner. A lock still held by a worker that is
+    exiting is waited out, then the launch is tried again.
+    """
+    proc = _launch(session_dir)
+    deadline = time.monotonic() + HELLO_TIMEOUT_S
+    delay = 0.005
+    while time.monotonic() < deadline:
+        try:
+            return talk(session_dir, {"op": "hello"}, timeout=30)
+        except (WorkerGone, WorkerDied):
+            pass
+        code = proc.poll()
+        if code == EXIT_LOCKED and not _locked(session_dir):
+            proc = _launch(session_dir)  # the worker that held the lock has exited since
+        elif code is not None and code != EXIT_LOCKED:
+            _raise_boot_error(session_dir, code)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)
+    raise WorkerError(f"the worker did not start within {HELLO_TIMEOUT_S:.0f} s",
+                      f"see {os.path.join(session_dir, 'worker.log')}")
+
+
+def _launch(session_dir: str):
     import subprocess
 
     meta = read_json(os.path.join(session_dir, "session.json"))
@@ -127,26 +153,8 @@ def spawn_worker(session_dir: str) -> dict:
     # Dry run is chosen per exec by the environment of the command that sends it, not frozen at start.
     env = {k: v for k, v in os.environ.items() if k != "RLM_DRY_RUN"}
     with paths.private_open(os.path.join(session_dir, "worker.log"), "a") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        return subprocess.Popen([sys.executable, "-c", code], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True, close_fds=True)
-    return _await_hello(session_dir, proc)
-
-
-def _await_hello(session_dir: str, proc) -> dict:
-    deadline = time.monotonic() + HELLO_TIMEOUT_S
-    delay = 0.005
-    while time.monotonic() < deadline:
-        try:
-            return talk(session_dir, {"op": "hello"}, timeout=30)
-        except (WorkerGone, WorkerDied):
-            pass
-        code = proc.poll()
-        if code is not None and code != EXIT_LOCKED:
-            _raise_boot_error(session_dir, code)
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.1)
-    raise WorkerError(f"the worker did not start within {HELLO_TIMEOUT_S:.0f} s",
-                      f"see {os.path.join(session_dir, 'worker.log')}")
 
 
 def _raise_boot_error(session_dir: str, code: int):
@@ -176,23 +184,27 @@ def restart_note(hello: dict, why: str) -> dict:
     return info
 
 
+def _locked(session_dir: str) -> bool:
+    """Whether a worker (booting, serving or exiting) holds the session's lock."""
+    import fcntl
+    try:
+        fd = os.open(os.path.join(session_dir, "worker.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def wait_for_exit(session_dir: str, timeout: float = 10.0) -> None:
     """Wait until no worker holds the session's lock (the old one has exited)."""
-    import fcntl
     deadline = time.monotonic() + timeout
-    lock_path = os.path.join(session_dir, "worker.lock")
-    while time.monotonic() < deadline:
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except OSError:
-            time.sleep(0.05)
-        finally:
-            os.close(fd)
+    while _locked(session_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def stop_worker(session_dir: str) -> bool:

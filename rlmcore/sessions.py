@@ -144,7 +144,6 @@ def _through_worker(sdir: str, message: dict, on_progress) -> dict:
 
 def _revive(sdir: str, why: str) -> dict:
     """Start a new worker once the old one is gone; return the ``worker_restarted`` note."""
-    client.wait_for_exit(sdir)
     return client.restart_note(client.spawn_worker(sdir), why)
 
 

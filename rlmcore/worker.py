@@ -70,6 +70,7 @@ class Worker:
         self.timeout_hit = False
         self.in_user_code = False
         self.restart_info = None
+        self.listener: socket.socket | None = None
         self.checkpoint = Checkpointer(os.path.join(session_dir, "checkpoint"), config.checkpoint_max_bytes())
 
     # -- boot ---------------------------------------------------------------
@@ -182,6 +183,7 @@ class Worker:
             f"the code ran past its timeout of {job.timeout:g} s and ignored the interrupt for {GRACE_S:g} s"),
             timed_out=True, dropped=[], fixed=[])
         report["worker_replaced"] = True
+        self.stop_listening()  # new commands must reach the next worker, not this dying one
         self.publish(job, report)
         time.sleep(0.2)  # let waiting clients receive the report
         os._exit(3)
@@ -202,9 +204,25 @@ class Worker:
     # -- serving ------------------------------------------------------------
 
     def serve(self, listener: socket.socket) -> None:
+        self.listener = listener
         while True:
-            conn, _ = listener.accept()
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # stop_listening closed it
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def stop_listening(self) -> None:
+        try:
+            os.unlink(os.path.join(self.dir, "worker.sock"))
+        except OSError:
+            pass
+        if self.listener is not None:
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of serve()
+            except OSError:
+                pass
+            self.listener.close()
 
     def _handle(self, conn: socket.socket) -> None:
         self.last_activity = time.monotonic()
@@ -295,10 +313,7 @@ class Worker:
                 self.checkpoint.save(self.space.ns, self.space.injected_names())
         except Exception:
             traceback.print_exc()
-        try:
-            os.unlink(os.path.join(self.dir, "worker.sock"))
-        except OSError:
-            pass
+        self.stop_listening()
         print(f"worker exiting: {why}", file=sys.__stderr__, flush=True)
         os._exit(0)
 
