@@ -22,9 +22,14 @@ nano-dollars (USD x 10^9) so sums are exact: in floats, three reservations of
 0.1 would not fit a 0.3 limit. The spend lives in the ``budget`` row, kept in
 step with ``calls`` by the same transactions, so a check never sums the calls.
 A reservation records its owner's pid; one left behind by a crashed process
-is dropped by the next ``reserve`` once that pid is gone, otherwise it would
-hold back budget forever. (Should the pid be reused meanwhile, the reservation
-waits for that process to end: it errs towards refusing, never overspending.)
+is settled by the next ``reserve`` once that pid is gone, otherwise it would
+hold back budget forever. Its request may have been sent and billed, so it is
+not simply dropped: a reservation made with ``if_lost`` becomes a call with
+error_type ``worker_lost`` at that record's expected cost (reservations for
+retries, made without one, are dropped). ``budget`` counts those as spent
+from the moment the owner is gone. (Should the pid be reused meanwhile, the
+reservation waits for that process to end: it errs towards refusing, never
+overspending.)
 
 Damage. A truncated or garbage file raises ``LedgerError`` naming the file; it
 is never recreated silently, since a fresh ledger would forget the spend. The
@@ -38,14 +43,15 @@ Schema (``trace`` reads these tables directly; times are Unix seconds):
     budget(id = 1, max_calls INTEGER, max_usd REAL, max_tokens INTEGER,   NULL = no limit
            spent_calls INTEGER, spent_nano_usd INTEGER, spent_tokens INTEGER)
     reservations(id INTEGER PRIMARY KEY, pid INTEGER, calls INTEGER,
-                 nano_usd INTEGER, tokens INTEGER, created REAL)
+                 nano_usd INTEGER, tokens INTEGER, created REAL,
+                 if_lost TEXT (JSON: the calls row to insert should the owner die first, or NULL))
     calls(id INTEGER PRIMARY KEY, exec_id INTEGER, batch_id TEXT, item INTEGER,
           parent_call_id INTEGER, model TEXT, status TEXT, attempts INTEGER,
           input_tokens INTEGER, output_tokens INTEGER,
           cache_read_input_tokens INTEGER, cache_creation_input_tokens INTEGER,
           usd REAL, started REAL, latency_s REAL, error_type TEXT, error TEXT,
           stop_reason TEXT, request_id TEXT, request_hash TEXT)
-        status: ok, error   request sent, counted in the budget (finish_call)
+        status: ok, error   request sent, counted in the budget (finish_call, or a lost reservation)
                 reused      answered from ``responses``, free
                 dry_run     not sent; usd is what it would have cost
                 budget      refused by a limit, not sent
@@ -120,7 +126,12 @@ MIGRATIONS = [
             outcome TEXT NOT NULL DEFAULT 'running', stdout_chars INTEGER NOT NULL DEFAULT 0,
             error_type TEXT);
     """),
+    ("002_reservation_if_lost", """
+        ALTER TABLE reservations ADD COLUMN if_lost TEXT
+    """),
 ]
+LOST = ("worker_lost", "the process that sent this request exited before its answer came; "
+        "the API may have billed it, so its expected cost is counted")
 
 # Per (exec, status) sums; the covering index calls_summary answers this without touching the table
 # rows, in index order, so totals over 100,000 calls read one narrow index and sort nothing.
@@ -320,14 +331,22 @@ class Ledger:
                 "remaining": remaining, "warnings": _warnings(limits, spent)}
 
     def _state(self, db, *, drop_dead: bool):
-        """(limits, spent, reserved); spent and reserved in calls, nano-USD and tokens."""
+        """(limits, spent, reserved); spent and reserved in calls, nano-USD and tokens.
+
+        Reservations of dead owners count as spent at their ``if_lost`` cost; with ``drop_dead``
+        they are settled for good (inserted as calls, the reservations deleted).
+        """
         row = db.execute("SELECT max_calls, max_usd, max_tokens, spent_calls, spent_nano_usd, spent_tokens "
                          "FROM budget").fetchone()
         limits = dict(zip(LIMITS, row[:3]))
         spent = {"calls": row[3], "usd": row[4], "tokens": row[5]}
         dead = _dead_pids(db)
+        lost = _lost_calls(db, dead)
+        lost_cost = _cost_of(lost)
+        for key in spent:
+            spent[key] += lost_cost[key]
         if drop_dead and dead:
-            db.executemany("DELETE FROM reservations WHERE pid = ?", [(p,) for p in dead])
+            _settle_lost(db, dead, lost, lost_cost)
             dead = []
         reserved = {"calls": 0, "usd": 0, "tokens": 0}
         for pid, calls, nano_usd, tokens in db.execute(
@@ -341,16 +360,24 @@ class Ledger:
     # ---- reservations and calls ----------------------------------------
 
     @_guarded
-    def reserve(self, *, usd: float, tokens: int, calls: int = 1) -> int:
-        """Hold back the worst case of a request before sending it; BudgetExceeded if it cannot fit."""
+    def reserve(self, *, usd: float, tokens: int, calls: int = 1, if_lost: dict | None = None) -> int:
+        """Hold back the worst case of a request before sending it; BudgetExceeded if it cannot fit.
+
+        ``if_lost`` is the call record (expected usage and usd) counted should this process die
+        before settling the reservation.
+        """
         want = {"calls": _count("calls", calls), "usd": _nano(usd), "tokens": _count("tokens", tokens)}
+        lost = None
+        if if_lost is not None:
+            record = dict(if_lost, status="error", error_type=LOST[0], error=LOST[1])
+            lost = json.dumps(_call_row(record, record.get("request_hash"), SENT))
         with self._write() as db:
             limits, spent, reserved = self._state(db, drop_dead=True)
             refusal = _refusal(self.session, limits, spent, reserved, want)
             if refusal is None:
-                cur = db.execute("INSERT INTO reservations (pid, calls, nano_usd, tokens, created) "
-                                 "VALUES (?, ?, ?, ?, ?)",
-                                 (os.getpid(), want["calls"], want["usd"], want["tokens"], time.time()))
+                cur = db.execute("INSERT INTO reservations (pid, calls, nano_usd, tokens, created, if_lost) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)",
+                                 (os.getpid(), want["calls"], want["usd"], want["tokens"], time.time(), lost))
                 return cur.lastrowid
         raise refusal  # after the commit, so reclaimed reservations stay reclaimed
 
@@ -510,6 +537,28 @@ def _dead_pids(db) -> list:
     me = os.getpid()
     return [pid for (pid,) in db.execute("SELECT DISTINCT pid FROM reservations WHERE pid != ?", (me,))
             if not _alive(pid)]
+
+
+def _lost_calls(db, dead: list) -> list:
+    """The call rows that dead owners' reservations stand for (those made with ``if_lost``)."""
+    if not dead:
+        return []
+    marks = ", ".join("?" * len(dead))
+    return [json.loads(text) for (text,) in db.execute(
+        f"SELECT if_lost FROM reservations WHERE pid IN ({marks}) AND if_lost IS NOT NULL", dead)]
+
+
+def _cost_of(rows: list) -> dict:
+    return {"calls": len(rows), "usd": sum(_nano(r["usd"]) for r in rows),
+            "tokens": sum(r[f] for r in rows for f in TOKEN_FIELDS)}
+
+
+def _settle_lost(db, dead: list, lost: list, cost: dict) -> None:
+    for row in lost:
+        _insert_call(db, row)
+    db.execute("UPDATE budget SET spent_calls = spent_calls + ?, spent_nano_usd = spent_nano_usd + ?, "
+               "spent_tokens = spent_tokens + ?", (cost["calls"], cost["usd"], cost["tokens"]))
+    db.executemany("DELETE FROM reservations WHERE pid = ?", [(p,) for p in dead])
 
 
 def _alive(pid: int) -> bool:

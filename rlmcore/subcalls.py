@@ -98,6 +98,10 @@ class _Item:
         self.worst_usd = models.worst_case_usd(self.info, len(blob), self.max_tokens, self.cache_ttl)
         self.worst_tokens = models.worst_case_tokens(len(blob), self.max_tokens)
         self.est_tokens = models.estimate_tokens(self.info, text)
+        # Estimated input, no cache, a full max_tokens answer: what a dry run shows and what a
+        # request lost with its worker is counted at (the worst case is ~20x the real cost).
+        self.expected_usd = models.cost_usd(self.info, {"input_tokens": self.est_tokens,
+                                                        "output_tokens": self.max_tokens})
 
 
 class _Turns(_Item):
@@ -299,9 +303,7 @@ class Engine:
 
     def _run(self, item, *, index, batch_id, limiter, halt=None) -> _Outcome:
         if self._is_dry():
-            # Priced as expected (estimated input, no cache, a full max_tokens answer), not at the
-            # reservation's worst case, which is ~20x the real cost and would mislead a plan.
-            usd = models.cost_usd(item.info, {"input_tokens": item.est_tokens, "output_tokens": item.max_tokens})
+            usd = item.expected_usd
             self.ledger.record_call(self._record(item, index, batch_id, status="dry_run", usd=usd,
                                                  attempts=0, request_hash=item.hash))
             return _Outcome(f"[dry run: {item.info['id']}, ~{item.est_tokens} input tokens, "
@@ -337,7 +339,9 @@ class Engine:
             return self._not_sent(item, index, batch_id, halt.error)
         self.client.check_key()  # no key: a ConfigError before anything is reserved
         try:
-            reservation = self._reserve(item, limiter)
+            reservation = self._reserve(item, limiter, self._record(
+                item, index, batch_id, usd=item.expected_usd, attempts=1, request_hash=item.hash,
+                input_tokens=item.est_tokens, output_tokens=item.max_tokens))
         except BudgetExceeded as exc:
             self.ledger.record_call(self._record(item, index, batch_id, status="budget", attempts=0,
                                                  error_type=exc.type, error=exc.message, request_hash=item.hash))
@@ -356,7 +360,7 @@ class Engine:
                                              error_type=error.type, error=error.message, request_hash=item.hash))
         return _Outcome(_marker(error), error=error)
 
-    def _reserve(self, item, limiter=None) -> int:
+    def _reserve(self, item, limiter, if_lost: dict) -> int:
         """Reserve the item's worst case, waiting for this engine's calls in flight when it does not fit.
 
         With nothing of ours in flight a refusal is final: BudgetExceeded. The wait gives back the
@@ -366,7 +370,7 @@ class Engine:
             with self._settled:
                 settled = self._settle_count
             try:
-                reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens)
+                reservation = self.ledger.reserve(usd=item.worst_usd, tokens=item.worst_tokens, if_lost=if_lost)
             except BudgetExceeded:
                 with self._settled:
                     if self._settle_count != settled:

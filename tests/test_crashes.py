@@ -77,6 +77,21 @@ def test_a_worker_killed_mid_batch_comes_back_and_the_rerun_sends_only_what_was_
             assert after["answered_by_prompt"][prompt] == 1, prompt
     assert run("crash", "print(earlier['kept'], double(21))")["stdout"] == "[1, 2, 3] 42\n"
 
+    # The requests in flight at the kill may have been billed: each is a worker_lost call at its
+    # expected cost, counted in the budget once, and its prompt was sent again by the re-run.
+    conn = sqlite3.connect(f"file:{os.path.join(sdir, 'ledger.sqlite')}?mode=ro", uri=True)
+    try:
+        lost = [item for (item,) in conn.execute("SELECT item FROM calls WHERE error_type = 'worker_lost'")]
+        sent_calls, sent_usd = conn.execute("SELECT COUNT(*), TOTAL(usd) FROM calls "
+                                            "WHERE status IN ('ok', 'error')").fetchone()
+        spent_calls, spent_nano = conn.execute("SELECT spent_calls, spent_nano_usd FROM budget").fetchone()
+        reservations = conn.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+    finally:
+        conn.close()
+    assert len(lost) <= 5 and not set(lost) & answered  # concurrency 5
+    assert (spent_calls, reservations) == (sent_calls, 0)
+    assert abs(spent_nano / 1e9 - sent_usd) < 1e-6
+
 
 def test_the_killed_exec_is_reported_as_interrupted_by_the_next_wait(data, api):
     api.configure(latency=0.05)

@@ -156,6 +156,10 @@ import sys
 from rlmcore.ledger import Ledger
 led = Ledger(sys.argv[1])
 led.reserve(usd=0.9, tokens=0)
+if len(sys.argv) > 3:  # a sent request: counted at its expected cost should this process die
+    led.reserve(usd=0.3, tokens=5000, if_lost={"exec_id": 7, "batch_id": "b", "item": 4, "model": "m",
+                                               "usd": 0.02, "input_tokens": 900, "output_tokens": 100,
+                                               "request_hash": "h4"})
 print("reserved", flush=True)
 if sys.argv[2] == "crash":
     import os; os._exit(1)
@@ -172,6 +176,44 @@ def test_reservations_of_a_crashed_process_are_reclaimed(ledger, path):
     assert ledger.budget()["reserved"]["usd"] == 0  # but not counted: its owner is gone
     ledger.reserve(usd=0.5, tokens=0)
     assert raw_state(path)[1] == 500_000_000
+
+
+def test_a_crashed_process_s_request_in_flight_is_counted_at_its_expected_cost_not_dropped(ledger, path):
+    ledger.set_limits(max_usd=1.5)
+    proc = run_python(RESERVE_AND_WAIT, path, "crash", "sent")
+    assert proc.communicate()[0].strip() == "reserved"
+
+    budget = ledger.budget()  # counted as spent as soon as its owner is gone
+    assert budget["spent"] == {"calls": 1, "usd": 0.02, "tokens": 1000} and budget["reserved"]["usd"] == 0
+    ledger.reserve(usd=0.5, tokens=0)  # settles it for good
+    spent, reserved, calls, _ = raw_state(path)
+    assert (spent, reserved, calls) == (20_000_000, 500_000_000, 1)
+    assert ledger.budget()["spent"]["usd"] == 0.02  # once, not twice
+    conn = sqlite3.connect(path)
+    row = conn.execute("SELECT exec_id, batch_id, item, status, attempts, usd, error_type, request_hash "
+                       "FROM calls").fetchall()
+    conn.close()
+    assert row == [(7, "b", 4, "error", 1, 0.02, "worker_lost", "h4")]
+    assert ledger.exec_calls(7)["usd"] == 0.02 and ledger.exec_calls(7)["failed"] == 1
+    assert ledger.cached_response("h4") is None  # no answer came: a re-run asks again
+
+
+def test_a_ledger_of_an_older_version_is_migrated_when_opened(path):
+    from rlmcore.ledger import MIGRATIONS
+    conn = sqlite3.connect(path)
+    name, sql = MIGRATIONS[0]
+    for statement in filter(str.strip, sql.split(";")):
+        conn.execute(statement)
+    conn.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+    conn.execute("INSERT INTO migrations VALUES (?, 0)", (name,))
+    conn.commit()
+    conn.close()
+    with Ledger(path) as led:
+        led.reserve(usd=0.1, tokens=10, if_lost={"usd": 0.01})
+        assert led.budget()["reserved"]["usd"] == 0.1
+    conn = sqlite3.connect(path)
+    assert {r[0] for r in conn.execute("SELECT name FROM migrations")} == {n for n, _ in MIGRATIONS}
+    conn.close()
 
 
 def test_reservations_of_a_live_process_are_kept(ledger, path):
