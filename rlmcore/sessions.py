@@ -37,12 +37,29 @@ def start(inputs: list, globs: list, session_id=None, model=None, limits=None, f
             what = "is a symbolic link that loops or leads nowhere" if os.path.islink(path) else "does not exist"
             raise InputError(f"input path {path!r} {what}",
                              "check the path (relative paths are taken from the current folder)")
+    old = None
     if os.path.lexists(sdir):
         if not force:
             raise SessionExists(f"a session named {session_id!r} already exists",
                                 "pass --force to replace it, choose another --session, or 'stop' it first")
         client.stop_worker(sdir)
-        remove_session_dir(sdir)
+        old = _set_aside(sdir)  # removed only once the new session is up: a bad input must not cost it
+    try:
+        budget, hello = _create(sdir, session_id, inputs, globs, model, limits, max_depth, root_model)
+    except BaseException:
+        if old is not None:
+            os.rename(old, sdir)
+        raise
+    if old is not None:
+        remove_session_dir(old)
+    out = {"session": session_id, "session_dir": sdir, "model": _read_meta(sdir)["model"]}
+    out.update(hello["summary"])
+    out["budget"] = budget
+    return out
+
+
+def _create(sdir, session_id, inputs, globs, model, limits, max_depth, root_model) -> tuple:
+    """Write the session folder, its ledger, and start its worker (which binds the input); undone on failure."""
     try:
         _write_session(sdir, session_id, inputs, globs, model, max_depth, root_model)
     except OSError as exc:  # a full disk: the folder could be made, its files not
@@ -50,15 +67,18 @@ def start(inputs: list, globs: list, session_id=None, model=None, limits=None, f
         raise ConfigError(f"cannot write the session folder {sdir}: {exc.strerror or exc}",
                           "free some disk space, or set RLM_HOME to a folder you can write to") from None
     try:
-        budget = _create_ledger(sdir, limits or {})
-        hello = client.spawn_worker(sdir)
+        return _create_ledger(sdir, limits or {}), client.spawn_worker(sdir)
     except BaseException:
         remove_session_dir(sdir)
         raise
-    out = {"session": session_id, "session_dir": sdir, "model": _read_meta(sdir)["model"]}
-    out.update(hello["summary"])
-    out["budget"] = budget
-    return out
+
+
+def _set_aside(sdir: str) -> str:
+    """Rename a stopped session's folder out of the way (a name no session id can take); return the new path."""
+    import secrets
+    aside = os.path.join(os.path.dirname(sdir), f".{os.path.basename(sdir)}.replaced-{secrets.token_hex(4)}")
+    os.rename(sdir, aside)
+    return aside
 
 
 def _write_session(sdir, session_id, inputs, globs, model, max_depth, root_model=None) -> None:

@@ -46,6 +46,17 @@ def test_a_missing_path_is_refused_and_does_not_replace_an_existing_session_even
     usable()
 
 
+def test_an_input_that_binds_nothing_does_not_cost_the_session_it_would_have_replaced(session, tmp_path):
+    run("s", "FINAL('the old answer')")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("x\n")
+    result = rlm("start", "--input", tmp_path / "logs", "--glob", "*.py", "--session", "s", "--force")
+    assert result.code == 1 and result["error"]["type"] == "input_error"
+    usable()
+    assert rlm("final", "--session", "s").stdout == b"the old answer"
+    assert sorted(os.listdir(os.path.dirname(session))) == ["s"]  # nothing left aside
+
+
 def test_a_folder_with_no_matching_files_names_the_glob_and_leaves_no_session(tmp_path, isolated_home):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "a.log").write_text("x\n")
