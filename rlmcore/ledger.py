@@ -568,7 +568,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but is not yet reaped. In a container whose PID 1 does not reap
+    orphans, a killed worker stays one for good, and its reservations must not wait for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False  # no /proc (macOS): kill(pid, 0) is all there is
 
 
 def _check_limit(name: str, value):

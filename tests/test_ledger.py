@@ -198,6 +198,24 @@ def test_a_crashed_process_s_request_in_flight_is_counted_at_its_expected_cost_n
     assert ledger.cached_response("h4") is None  # no answer came: a re-run asks again
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="zombies are seen through /proc")
+def test_a_dead_process_not_yet_reaped_counts_as_dead(ledger, path):
+    # In a container whose PID 1 never reaps orphans, a killed worker stays a zombie for good.
+    ledger.set_limits(max_usd=1.0)
+    proc = run_python(RESERVE_AND_WAIT, path, "crash")
+    try:
+        assert proc.stdout.readline().strip() == "reserved"
+        for _ in range(1000):  # not waited for, so it stays a zombie
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        assert ledger.budget()["reserved"]["usd"] == 0
+        ledger.reserve(usd=0.5, tokens=0)
+    finally:
+        proc.wait()
+
+
 def test_a_ledger_of_an_older_version_is_migrated_when_opened(path):
     from rlmcore.ledger import MIGRATIONS
     conn = sqlite3.connect(path)
