@@ -284,6 +284,9 @@ class Worker:
     def _await(self, job: Job, request: dict, stream) -> None:
         deadline = time.monotonic() + float(request.get("wait") or config.DEFAULT_WAIT)
         want_progress = bool(request.get("progress"))
+        if want_progress and job.report is None and self.space.progress() is not None:
+            # at once, not after the first interval: a wait that joins a batch late still shows it
+            send(stream, {"progress": self.space.progress(), "elapsed_s": round(time.time() - job.started, 2)})
         while True:
             with self.cond:
                 left = deadline - time.monotonic()

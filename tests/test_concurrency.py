@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -46,7 +47,7 @@ def check_one_ran_the_others_busy(results) -> dict:
 
 def test_of_execs_sent_at_once_to_one_session_one_runs_and_the_others_get_session_busy(data):
     start(data, "one")
-    code = "import time\ntime.sleep(1.5)\ncount = globals().get('count', 0) + 1"
+    code = "import time\ntime.sleep(3)\ncount = globals().get('count', 0) + 1"
     results = together(*[("exec", "--session", "one", "-c", code)] * 3)
     report = check_one_ran_the_others_busy(results)
     assert report["ok"] is True
@@ -57,7 +58,7 @@ def test_execs_sent_at_once_to_a_session_whose_worker_died_start_one_worker(data
     sdir = start(data, "one")["session_dir"]
     run("one", "kept = 'yes'")
     kill_worker(sdir)
-    code = "import time, os\ntime.sleep(1.5)\nprint(kept, os.getpid())"
+    code = "import time, os\ntime.sleep(3)\nprint(kept, os.getpid())"
     results = together(*[("exec", "--session", "one", "-c", code)] * 3)
     report = check_one_ran_the_others_busy(results)
     kept, pid = report["stdout"].split()
@@ -66,7 +67,7 @@ def test_execs_sent_at_once_to_a_session_whose_worker_died_start_one_worker(data
 
 
 def test_status_and_budget_answer_while_a_batch_runs(data, api):
-    api.configure(latency=0.05)
+    api.configure(latency=0.15)
     start(data, "one")
     first = run("one", "r = llm_query_batch([f'q{i}' for i in range(60)], concurrency=2)", "--wait", "0.3")
     assert first["running"] is True
@@ -87,7 +88,15 @@ def answered(sdir) -> list:
 
 
 def test_two_sessions_running_batches_at_once_keep_their_own_ledgers_and_budgets(data, api):
-    api.configure(latency=0.03)
+    both_sending = threading.Event()
+
+    def latency(body):  # answers wait until both sessions have requests in flight (each sends 8 at most)
+        if api.stats()["in_flight"] > 8:
+            both_sending.set()
+        both_sending.wait(30)
+        return 0.03
+
+    api.configure(latency=latency)
     a = start(data, "a")["session_dir"]
     b = start(data, "b", "--max-calls", "60")["session_dir"]
     code = ("r = llm_query_batch([f'shared {i}' for i in range(100)] + [f'own {i} ' + SID for i in range(20)], "

@@ -33,6 +33,18 @@ def until(predicate, what: str, limit_s: float = 30.0):
     raise AssertionError(f"gave up waiting for {what}")
 
 
+def settled(api, quiet_s: float = 0.3) -> dict:
+    """The fake API's counters once no request is in flight and none has arrived for ``quiet_s``: requests
+    a killed worker sent may still be on their way in when it dies."""
+    last = api.stats()
+    while True:
+        time.sleep(quiet_s)
+        now = api.stats()
+        if now["in_flight"] == 0 and now["by_prompt"] == last["by_prompt"]:
+            return now
+        last = now
+
+
 def worker_status(sdir) -> dict:
     return client.talk(sdir, {"op": "status"}, timeout=10)
 
@@ -60,7 +72,7 @@ def test_a_worker_killed_mid_batch_comes_back_and_the_rerun_sends_only_what_was_
                      worker_status(sdir)["progress"], "100 items to finish")
     assert progress["done"] < BATCH, "the batch finished before the kill; slow the fake API down"
     kill_worker(sdir)
-    before = api.stats()
+    before = settled(api)
     answered = ok_items(sdir, first["exec_id"])
     assert 100 <= len(answered) < BATCH
 
@@ -96,10 +108,11 @@ def test_a_worker_killed_mid_batch_comes_back_and_the_rerun_sends_only_what_was_
 def test_the_killed_exec_is_reported_as_interrupted_by_the_next_wait(data, api):
     api.configure(latency=0.05)
     sdir = start(data, "crash")["session_dir"]
-    first = run("crash", BATCH_CODE, "--wait", "0.2")
+    run("crash", BATCH_CODE, "--wait", "0.2")
+    exec_id = until(lambda: worker_status(sdir).get("exec_id"), "the exec to start")
     kill_worker(sdir)
     report = ok("wait", "--session", "crash")
-    assert report["exec_id"] == first["exec_id"] and report["error"]["type"] == "WorkerDied"
+    assert report["exec_id"] == exec_id and report["error"]["type"] == "WorkerDied"
     assert "run the exec again" in report["hint"]
     assert "worker_restarted" in report
 

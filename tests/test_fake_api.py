@@ -254,7 +254,7 @@ def test_cache_is_per_model(api):
 
 
 def test_parallel_requests_before_first_response_all_pay_cache_write():
-    with FakeAPI(latency=0.3) as api:
+    with FakeAPI(latency=1.0) as api:
         results = [None] * 3
 
         def send(i):

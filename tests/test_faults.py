@@ -142,8 +142,8 @@ def test_rate_limited_retries_wait_the_retry_after_the_server_gave(storm):
 
 
 def test_an_answer_slower_than_the_client_timeout_is_a_timeout_that_is_retried(served, ledger):
-    served.fail_next(1, kind="slow", slow_s=2.0, match="slow one")
-    assert engine(ledger, timeout=0.3).llm_query("slow one") == "echo: slow one"
+    served.fail_next(1, kind="slow", slow_s=3.0, match="slow one")
+    assert engine(ledger, timeout=1.0).llm_query("slow one") == "echo: slow one"
     (row,) = call_rows(ledger.path)
     assert row[1:3] == ("ok", 2) and served.stats()["by_prompt"]["slow one"] == 2
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rlmcore.errors import BudgetExceeded, InputError, LedgerError
-from rlmcore.ledger import Ledger, _translate
+from rlmcore.ledger import _GROUPS_SELECT, Ledger, _translate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -411,7 +411,7 @@ def test_exec_calls_and_totals_report_every_figure(ledger):
     assert ledger.exec_calls(999)["count"] == 0
 
 
-def test_totals_of_a_hundred_thousand_calls_take_well_under_100_ms(ledger, path):
+def test_totals_of_a_hundred_thousand_calls_read_only_the_covering_index(ledger, path):
     conn = sqlite3.connect(path)
     rows = [(i % 300, "ok" if i % 10 else "error", 1 + i % 3, 1000, 200, 50, 0, 0.001, f"{i:064x}")
             for i in range(100_000)]
@@ -420,22 +420,18 @@ def test_totals_of_a_hundred_thousand_calls_take_well_under_100_ms(ledger, path)
                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     conn.commit()
     conn.close()
-    start = time.perf_counter()
     with Ledger(path) as led:
-        opened = time.perf_counter() - start
-        best = min(_timed(led.totals) for _ in range(3))
         assert led.totals()["count"] == 100_000 and led.totals()["failed"] == 10_000
-        assert _timed(lambda: led.exec_calls(7)) < 0.02
-    assert opened < 0.05 and best < 0.1
+        assert led.exec_calls(7)["count"] == 100_000 // 300 + 1
+    # Speed is bench_trace's to measure; here, that both summaries read only the covering index.
+    conn = sqlite3.connect(path)
+    for where in ("", "WHERE exec_id = 7"):
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + _GROUPS_SELECT.format(where=where)))
+        assert "COVERING INDEX calls_summary" in plan, plan
+    conn.close()
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def test_finish_call_keeps_up_with_a_thousand_calls_a_second_from_twenty_threads(ledger):
+def test_a_thousand_calls_settled_from_twenty_threads_are_all_counted(ledger):
     def work(t):
         for i in range(50):
             rid = ledger.reserve(usd=0.01, tokens=100)
@@ -443,13 +439,12 @@ def test_finish_call_keeps_up_with_a_thousand_calls_a_second_from_twenty_threads
                                record=ok(0.001, exec_id=1, input_tokens=80, output_tokens=20))
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(20)]
-    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert time.perf_counter() - start < 1.0
     assert ledger.totals()["count"] == 1000
+    assert ledger.budget()["spent"]["calls"] == 1000 and ledger.budget()["reserved"]["calls"] == 0
 
 
 # ---- exec history ---------------------------------------------------------

@@ -78,7 +78,8 @@ def test_RLM_PROGRESS_0_silences_a_terminal(slow_api):
 
 
 def test_a_long_exec_answers_running_with_its_progress_and_status_shows_it(slow_api):
-    running = ok("exec", "--session", "p", "--wait", "0.8", "-c", BATCH, env=dict(slow_api, RLM_PROGRESS="1"))
+    longer = BATCH.replace("concurrency=2", "concurrency=1")  # about 4 s: still running when wait joins
+    running = ok("exec", "--session", "p", "--wait", "0.8", "-c", longer, env=dict(slow_api, RLM_PROGRESS="1"))
     assert running["running"] is True
     assert PROGRESS_KEYS <= set(running["progress"]) and running["progress"]["total"] == 16
     assert running["progress"]["done"] < 16

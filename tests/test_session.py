@@ -196,7 +196,7 @@ def test_rebinding_injected_names_is_undone_and_reported(logfile):
 
 def test_long_exec_keeps_running_and_wait_collects_it_while_a_second_exec_is_busy(logfile):
     start(logfile)
-    first = run("t1", "import time; time.sleep(2.5); done = 'yes'", "--wait", "0.5")
+    first = run("t1", "import time; time.sleep(6); done = 'yes'", "--wait", "1.5")
     assert first["running"] is True and first["exec_id"]
     busy = rlm("exec", "--session", "t1", "-c", "1")
     assert busy.code == 1 and busy["error"]["type"] == "session_busy"

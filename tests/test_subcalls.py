@@ -252,8 +252,8 @@ def test_twenty_threads_never_overshoot_the_spend_cap(make_engine, fake_api):
 
 
 def test_a_timed_out_request_is_settled_at_its_worst_case(make_engine, fake_api):
-    eng = make_engine(client=Client(timeout=0.2, max_retries=0))
-    fake_api.fail_next(1, kind="slow", slow_s=1.0)
+    eng = make_engine(client=Client(timeout=1.0, max_retries=0))
+    fake_api.fail_next(1, kind="slow", slow_s=2.5)
     with pytest.raises(errors.APITimeoutError):
         eng.llm_query("q", max_tokens=100)
     worst = _Item(eng, "q", system=None, prefix=None, model=None, max_tokens=100, cache=True,
@@ -262,8 +262,8 @@ def test_a_timed_out_request_is_settled_at_its_worst_case(make_engine, fake_api)
 
 
 def test_a_retry_after_a_timeout_is_sent_only_if_another_worst_case_fits(make_engine, fake_api):
-    fake_api.fail_next(1, kind="slow", slow_s=1.0)
-    eng = make_engine(client=Client(timeout=0.2, max_retries=2, sleep=lambda s: None))
+    fake_api.fail_next(1, kind="slow", slow_s=2.5)
+    eng = make_engine(client=Client(timeout=1.0, max_retries=2, sleep=lambda s: None))
     assert eng.llm_query("q", max_tokens=100) == "echo: q"
     assert eng.ledger.budget()["reserved"]["usd"] == 0
     worst = eng.ledger.budget()["spent"]["usd"]

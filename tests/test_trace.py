@@ -233,7 +233,7 @@ def test_trace_of_a_session_without_calls_has_no_ratio_and_no_latency(tmp_path):
 def test_trace_answers_while_an_exec_is_still_running(tmp_path):
     logfile = tmp_path / "in.txt"
     logfile.write_text("hello\n")
-    with FakeAPI(latency=0.25) as api:
+    with FakeAPI(latency=0.6) as api:
         env = {"ANTHROPIC_BASE_URL": api.base_url}
         start(logfile, "busy", env=env)
         running = ok("exec", "--session", "busy", "--wait", "0.3", "-c",
