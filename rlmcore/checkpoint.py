@@ -9,10 +9,11 @@ replaced atomically. To keep a trivial exec cheap whatever the namespace holds:
 - a value whose pickle passes ``max_bytes`` is abandoned as soon as the limit is
   reached (the pickler writes into a bounded sink), named in ``dropped``, and
   not retried while the same object of the same length stays bound;
-- a big value (a pickle over ``BIG_BYTES``) that the exec's code does not
-  name, nor reach through an alias or a call into code defined in the REPL,
-  and whose cheap fingerprint (type, length, identity of a few elements) is
-  unchanged, is taken as unchanged without pickling it again;
+- a value whose pickle passes ``BIG_BYTES``, when the exec's code names none
+  of the mutable objects its last pickle went through (so no alias such as
+  ``inner = data['k']`` can have changed it) and calls no code defined in the
+  REPL, and its cheap fingerprint (type, length, identity of a few elements)
+  is unchanged, is taken as unchanged without pickling it again;
 - everything else is pickled and written only when its bytes changed.
 
 Functions, classes and modules are not pickled: the ``import``, ``def`` and
@@ -35,7 +36,7 @@ from .errors import CheckpointError
 from .paths import atomic_write, check_trusted_dir, ensure_private_dir
 
 DEFAULT_MAX_BYTES = 64 << 20
-BIG_BYTES = 1 << 20
+BIG_BYTES = 64 << 10  # below this, pickling again costs about what the check saves
 REFLECTIVE = {"exec", "eval", "globals", "vars", "setattr", "delattr", "__import__", "locals"}
 IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range)
 DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -64,10 +65,12 @@ class _BoundedSink(io.RawIOBase):
         return len(b)
 
 
-def pickle_bounded(value, limit: int) -> bytes:
+def pickle_bounded(value, limit: int) -> tuple:
+    """(the pickle's bytes, the pickler, whose memo names every object it went through)."""
     sink = _BoundedSink(limit)
-    pickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    return b"".join(sink.parts)
+    pickler = pickle.Pickler(sink, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dump(value)
+    return b"".join(sink.parts), pickler
 
 
 def is_definition(value) -> bool:
@@ -77,11 +80,16 @@ def is_definition(value) -> bool:
 class _Seen:
     """What the last save learnt about one variable."""
 
-    __slots__ = ("value", "digest", "too_large_len", "size", "fingerprint")
+    __slots__ = ("value", "digest", "too_large_len", "fingerprint", "reachable")
 
-    def __init__(self, value, digest=None, too_large_len=None, size=0):
-        self.value, self.digest, self.too_large_len, self.size = value, digest, too_large_len, size
-        self.fingerprint = fingerprint(value) if size >= BIG_BYTES else None
+    def __init__(self, value, digest=None, too_large_len=None, pickler=None):
+        self.value, self.digest, self.too_large_len = value, digest, too_large_len
+        self.fingerprint = self.reachable = None
+        if pickler is not None:
+            self.fingerprint = fingerprint(value)
+            # Ids of the mutable objects inside the value: code naming one of them may have changed it.
+            self.reachable = frozenset(i for i, (_, obj) in pickler.memo.copy().items()
+                                       if not isinstance(obj, IMMUTABLE))
 
 
 class Checkpointer:
@@ -135,7 +143,7 @@ class Checkpointer:
             if seen.too_large_len is not None and _length(value) == seen.too_large_len:
                 return self._too_large_reason(value), False
         try:
-            data = pickle_bounded(value, self.max_bytes)
+            data, pickler = pickle_bounded(value, self.max_bytes)
         except _TooLarge:
             self._seen[name] = _Seen(value, too_large_len=_length(value))
             return self._too_large_reason(value), False
@@ -143,7 +151,7 @@ class Checkpointer:
             self._seen[name] = _Seen(value)
             return f"cannot be pickled ({type(exc).__name__}: {str(exc)[:200]})", False
         digest = hashlib.sha256(data).hexdigest()
-        self._seen[name] = _Seen(value, digest, size=len(data))
+        self._seen[name] = _Seen(value, digest, pickler=pickler if len(data) >= BIG_BYTES else None)
         entry = self.manifest["vars"].get(name)
         if entry and entry["digest"] == digest:
             return None, False
@@ -314,7 +322,7 @@ def _may_reach_globals(func, namespace) -> bool:
 
 
 def _untouched(seen: _Seen, touched) -> bool:
-    return (seen.fingerprint is not None and touched is not None and id(seen.value) not in touched
+    return (seen.fingerprint is not None and touched is not None and touched.isdisjoint(seen.reachable)
             and fingerprint(seen.value) == seen.fingerprint)
 
 

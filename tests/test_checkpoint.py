@@ -75,6 +75,25 @@ def test_a_change_through_an_alias_is_saved(cp, ns):
     assert fresh["lines"][0] == "changed"
 
 
+def test_a_change_through_an_alias_of_an_inner_object_is_saved(cp, ns):
+    ns["data"] = {"k": big_list()}
+    cp.save(ns, set(), None)
+    run(ns, "inner = data['k']", cp)
+    run(ns, "inner.append('new')", cp)
+    fresh = {}
+    Checkpointer(cp.folder).restore(fresh)
+    assert fresh["data"]["k"][-1] == "new"
+
+
+def test_many_medium_values_the_code_does_not_touch_are_not_pickled_again(cp, ns):
+    for i in range(50):
+        ns[f"part{i}"] = CountingList(f"line {j} with some text" for j in range(4000))  # ~100 KB each
+    cp.save(ns, set(), None)
+    PICKLES.clear()
+    run(ns, "x = 1", cp)
+    assert PICKLES == []
+
+
 def test_a_change_made_by_a_function_defined_in_the_repl_is_saved(cp, ns):
     ns["lines"] = big_list()
     run(ns, "def clobber():\n    lines[5] = 'changed'", cp)
