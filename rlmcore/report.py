@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 
 KINDS = ("ok", "retried", "error", "reused", "budget", "dry_run")  # indexes used by the script
@@ -41,8 +42,9 @@ def render(data: dict, calls: list, meta: dict) -> str:
         _definitions(data),
     ])
     payload = json.dumps(_chart_data(data, calls), separators=(",", ":")).replace("</", "<\\/")
-    return (PAGE.replace("%TITLE%", _e(title)).replace("%CSS%", CSS).replace("%BODY%", body)
-            .replace("%DATA%", payload).replace("%JS%", JS))
+    parts = {"TITLE": _e(title), "CSS": CSS, "BODY": body, "DATA": payload, "JS": JS}
+    # One pass: an exec's code that contains "%JS%" must stay text, not receive the script.
+    return re.sub(r"%(TITLE|CSS|BODY|DATA|JS)%", lambda m: parts[m.group(1)], PAGE)
 
 
 # ---- sections -----------------------------------------------------------------

@@ -324,9 +324,10 @@ def test_the_report_of_a_session_without_calls_renders_too(tmp_path):
     logfile = tmp_path / "in.txt"
     logfile.write_text("hello\n")
     start(logfile, "empty")
-    run("empty", "print(1)")
+    run("empty", "print('%JS% %DATA%')")  # placeholders of the page template, in the user's code
     path = tmp_path / "empty.html"
     ok("trace", "--session", "empty", "--html", path)
+    assert path.read_text().count('"use strict"') == 1
     dom = _render(path, tmp_path)
     assert _text(dom, "wf-caption").startswith("0 calls in 1 execs")
     assert "No call failed" in dom
