@@ -228,7 +228,10 @@ def test_the_key_and_base_url_come_from_the_environment(fake_api, monkeypatch):
 
 
 def test_one_connection_is_kept_alive_across_requests(client, fake_api):
-    for _ in range(3):
+    client.send(body())
+    netloc = fake_api.base_url.split("//")[1]
+    first = client._pool.conns[netloc]
+    sock = first.sock
+    for _ in range(2):
         client.send(body())
-    conn = client._pool.conns[fake_api.base_url.split("//")[1]]
-    assert conn.sock is not None  # still open after three requests
+    assert client._pool.conns[netloc] is first and first.sock is sock  # the same socket all three times

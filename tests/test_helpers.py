@@ -189,4 +189,4 @@ def test_show_vars_caps_its_output(capsys):
 
 def test_every_helper_documents_itself():
     for name, fn in helpers_for("x").items():
-        assert fn.__name__ == name and len(fn.__doc__) > 100
+        assert fn.__qualname__ == name and len(fn.__doc__) > 100

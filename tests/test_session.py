@@ -52,7 +52,6 @@ def test_context_files_offsets_match_every_file_on_disk(tree):
     assert len(files) == 3  # .git is skipped
     for f in files:
         got = run("t1", f"print(context[{f['start']}:{f['end']}], end='')")["stdout"]
-        assert got == open(f["path"], encoding="utf-8").read() if os.path.isabs(f["path"]) else True
         assert got == (tree / os.path.relpath(os.path.abspath(f["path"]), tree)).read_text()
 
 
@@ -76,10 +75,8 @@ def test_existing_session_is_refused_without_force_and_replaced_clean_with_it(lo
 @pytest.mark.parametrize("bad", ["../x", "/etc", "", "a/b", ".hidden", "x" * 65])
 def test_bad_session_ids_are_refused_before_any_file_is_touched(logfile, bad, isolated_home):
     result = rlm("start", "--input", logfile, "--session", bad)
-    assert result.code in (1, 2)
-    assert result["error"]["type"] in ("invalid_session_id", "usage_error")
-    sessions = isolated_home / "sessions"
-    assert not sessions.exists() or os.listdir(sessions) == []
+    assert result.code == 1 and result["error"]["type"] == "invalid_session_id"
+    assert not isolated_home.exists() or os.listdir(isolated_home) == []
 
 
 def test_unknown_session_is_a_clear_error():
