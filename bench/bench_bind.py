@@ -65,7 +65,7 @@ def timed(label: str, fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200)
-    parser.add_argument("--files", type=int, default=5000)
+    parser.add_argument("--files", type=int, default=0, help="also bind a folder of this many small files")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="rlm-bench-")
     try:

@@ -1,4 +1,4 @@
-"""SKILL.md and README.md must not drift from the code.
+"""SKILL.md, README.md and the session-folder tables of docs/ must not drift from the code.
 
 * Every CLI command of ``build_parser()`` appears in both as ``rlm_repl.py COMMAND``.
 * Every name the REPL injects appears in both in backticks (`grep` or `grep(...)`); the names are read from a
@@ -7,6 +7,7 @@
   and its body stays under 500 lines.
 * The test command in README.md is the one .ci/run runs.
 * Every ```python block of SKILL.md runs without error in a session, against the fake API.
+* Every file a session folder holds is named in docs/reference.md and docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
@@ -151,3 +152,15 @@ def test_skill_python_blocks_run_in_a_session(tmp_path, fake_api_module):
         assert report["calls"]["failed"] == 0, (block, report["stdout"])
     final = rlm("final", "--session", "blocks", env=env)
     assert final.code == 0 and b"eval(x)" in final.stdout  # the per-file map found the planted eval
+
+
+def test_every_file_of_a_session_folder_is_described_in_both_folder_tables(data):
+    sdir = start(data, "files")["session_dir"]
+    run("files", "x = 1\nprint('line\\n' * 20000)\nFINAL('done')")
+    names = sorted(os.listdir(sdir))
+    assert {"session.json", "summary.json", "final.json", "out", "checkpoint"} <= set(names)
+    reference = read("docs/reference.md").split("## The session folder", 1)[1]
+    architecture = read("docs/ARCHITECTURE.md").split("## Session folder", 1)[1].split("\n## ", 1)[0]
+    for name in names:
+        shown = name.replace("ledger.sqlite-wal", "ledger.sqlite").replace("ledger.sqlite-shm", "ledger.sqlite")
+        assert f"`{shown}" in reference and f"`{shown}" in architecture, name
