@@ -18,10 +18,9 @@ import sys
 import time
 
 from . import paths
-from .errors import RLMError, SessionBusy, SessionError, WorkerError
+from .errors import WorkerError, from_json
 
 HELLO_TIMEOUT_S = 900.0  # binding a gigabyte input on a slow disk takes a while
-EXIT_LOCKED = 75  # keep in step with worker.EXIT_LOCKED
 
 
 class WorkerGone(Exception):
@@ -30,22 +29,6 @@ class WorkerGone(Exception):
 
 class WorkerDied(Exception):
     """The worker closed the connection before answering (it exited mid-request)."""
-
-
-def read_json(path: str, default=None):
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return default
-    except ValueError as exc:  # written atomically, so only a hand edit or a disk fault gets here
-        raise SessionError(f"the session file {path} is damaged: {exc}",
-                           "restore it, or 'rlm_repl.py stop --session ID' to remove the session") from None
-
-
-def read_key(session_dir: str) -> str:
-    with open(os.path.join(session_dir, "key"), "rb") as f:
-        return f.read().decode().strip()
 
 
 def _connect(session_dir: str, timeout):
@@ -83,7 +66,7 @@ def _lines(sock):
 def talk(session_dir: str, message: dict, *, timeout=None, on_progress=None) -> dict:
     """Send one request; return the worker's final answer (progress lines go to ``on_progress``)."""
     sock = _connect(session_dir, timeout)
-    message = dict(message, key=read_key(session_dir))
+    message = dict(message, key=paths.read_key(session_dir))
     try:
         sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
         for line in _lines(sock):
@@ -107,10 +90,7 @@ def raise_worker_error(answer: dict) -> dict:
     """Turn an ``{"error": ...}`` answer from the worker into the matching exception."""
     error = answer.get("error")
     if isinstance(error, dict) and "report" not in answer:
-        cls = SessionBusy if error.get("type") == "session_busy" else RLMError
-        exc = cls(error.get("message", "worker error"), error.get("hint"))
-        exc.type = error.get("type", exc.type)
-        raise exc
+        raise from_json(error, "worker_error")
     return answer
 
 
@@ -133,9 +113,9 @@ def spawn_worker(session_dir: str) -> dict:
         except (WorkerGone, WorkerDied):
             pass
         code = proc.poll()
-        if code == EXIT_LOCKED and not _locked(session_dir):
+        if code == paths.EXIT_LOCKED and not _locked(session_dir):
             proc = _launch(session_dir)  # the worker that held the lock has exited since
-        elif code is not None and code != EXIT_LOCKED:
+        elif code is not None and code != paths.EXIT_LOCKED:
             _raise_boot_error(session_dir, code)
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)
@@ -146,7 +126,7 @@ def spawn_worker(session_dir: str) -> dict:
 def _launch(session_dir: str):
     import subprocess
 
-    meta = read_json(os.path.join(session_dir, "session.json"))
+    meta = paths.read_json(os.path.join(session_dir, "session.json"))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = f"import sys; sys.path.insert(0, {root!r}); from rlmcore.worker import main; main({session_dir!r})"
     cwd = meta.get("cwd") if meta and os.path.isdir(meta.get("cwd") or "") else session_dir
@@ -158,11 +138,9 @@ def _launch(session_dir: str):
 
 
 def _raise_boot_error(session_dir: str, code: int):
-    error = read_json(os.path.join(session_dir, "worker.error.json"))
+    error = paths.read_json(os.path.join(session_dir, "worker.error.json"))
     if error:
-        exc = RLMError(error.get("message", "the worker failed to start"), error.get("hint"))
-        exc.type = error.get("type", "worker_error")
-        raise exc
+        raise from_json(error, "worker_error")
     if _disk_full(session_dir):  # then neither the error file nor the log could be written
         raise WorkerError(f"the worker could not start: the disk holding {session_dir} is full",
                           "free some disk space and run the command again")
@@ -186,18 +164,14 @@ def restart_note(hello: dict, why: str) -> dict:
 
 def _locked(session_dir: str) -> bool:
     """Whether a worker (booting, serving or exiting) holds the session's lock."""
-    import fcntl
     try:
-        fd = os.open(os.path.join(session_dir, "worker.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
+        fd = paths.try_lock(session_dir)
+    except OSError:  # the folder is gone: nothing holds it
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
+    if fd is None:
         return True
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return False
 
 
 def wait_for_exit(session_dir: str, timeout: float = 10.0) -> None:
@@ -214,7 +188,7 @@ def stop_worker(session_dir: str) -> bool:
     except (WorkerGone, WorkerDied):
         return False
     except WorkerError:
-        pid = read_json(os.path.join(session_dir, "worker.pid"))
+        pid = paths.read_json(os.path.join(session_dir, "worker.pid"))
         if isinstance(pid, int):
             try:
                 os.kill(pid, 9)

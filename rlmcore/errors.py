@@ -27,6 +27,14 @@ class RLMError(Exception):
         return out
 
 
+def from_json(error: dict, default_type: str) -> RLMError:
+    """An error the worker sent as ``to_json()``, rebuilt on the CLI's side (same type, message, hint)."""
+    cls = SessionBusy if error.get("type") == "session_busy" else RLMError
+    exc = cls(error.get("message") or default_type.replace("_", " "), error.get("hint"))
+    exc.type = error.get("type") or default_type
+    return exc
+
+
 def _jsonable(value) -> bool:
     return isinstance(value, (str, int, float, bool, type(None), list, dict))
 

@@ -307,10 +307,10 @@ class SessionExecutor:
     """Runs code in a session's worker, as ``rlm_repl.py exec`` does."""
 
     def __init__(self, session_id: str):
-        from . import client, paths
+        from . import paths
         self.session_id = session_id
         self.dir = paths.session_dir(session_id)
-        self._read = client.read_json
+        self._read = paths.read_json
 
     def summary(self) -> dict:
         return self._read(os.path.join(self.dir, "summary.json"), {}) or {}
@@ -453,11 +453,11 @@ def make_rlm_query(get_engine, get_context, get_files, *, depth: int, max_depth:
 
 def run_session(session_id: str, question: str, *, model=None, max_iterations=None, engine=None) -> dict:
     """Run the loop on an existing session; its worker runs the code. Returns the answer and the spend."""
-    from . import client, paths
+    from . import paths
     from .ledger import Ledger
     from .subcalls import Engine
     sdir = paths.session_dir(session_id)
-    meta = client.read_json(os.path.join(sdir, "session.json"), {}) or {}
+    meta = paths.read_json(os.path.join(sdir, "session.json"), {}) or {}
     started = time.time()
     ledger = None
     if engine is None:

@@ -79,11 +79,43 @@ def check_trusted_dir(path: str) -> None:
         )
 
 
+EXIT_LOCKED = 75  # a worker's exit status when another worker already holds the session's lock
+
+
+def try_lock(session_dir: str):
+    """Take the session's worker lock without waiting: its fd (held for life), or None if a worker holds it."""
+    import fcntl  # not on the CLI's start-up path: only starting or checking a worker needs it
+    fd = os.open(os.path.join(session_dir, "worker.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def read_json(path: str, default=None):
+    """A session file's JSON value, ``default`` when it is missing; SessionError when it is damaged."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return default
+    except ValueError as exc:  # written atomically, so only a hand edit or a disk fault gets here
+        raise SessionError(f"the session file {path} is damaged: {exc}",
+                           "restore it, or 'rlm_repl.py stop --session ID' to remove the session") from None
+
+
+def read_key(session_dir: str) -> str:
+    with open(os.path.join(session_dir, "key"), "rb") as f:
+        return f.read().decode().strip()
+
+
 def read_json_or(path: str, default):
     """A JSON file's value, or ``default`` when it is missing, unreadable or not JSON.
 
     For files whose loss only costs a convenience (the last report, the final answer's cache); a file
-    the session cannot do without is read strictly (``client.read_json``).
+    the session cannot do without is read strictly (``read_json``).
     """
     try:
         with open(path, "rb") as f:

@@ -120,7 +120,7 @@ def remove_session_dir(sdir: str) -> None:
 
 
 def _read_meta(sdir: str) -> dict:
-    return client.read_json(os.path.join(sdir, "session.json"), {})
+    return paths.read_json(os.path.join(sdir, "session.json"), {})
 
 
 # -- exec and wait --------------------------------------------------------------
@@ -171,7 +171,7 @@ def _revive(sdir: str, why: str) -> dict:
 
 def final_text(session_id: str) -> str:
     sdir = paths.session_dir(session_id)
-    final = client.read_json(os.path.join(sdir, "final.json"))
+    final = paths.read_json(os.path.join(sdir, "final.json"))
     if not final:
         raise NoFinal(f"session {session_id!r} has no final answer yet",
                       "set one inside the REPL with FINAL(value) or FINAL_VAR('name')")
@@ -188,7 +188,7 @@ def status(session_id: str) -> dict:
     meta = _read_meta(sdir)
     out = {"session": session_id, "session_dir": sdir, "created": meta.get("created"),
            "model": meta.get("model"), "inputs": meta.get("inputs"), "globs": meta.get("globs"),
-           "input": client.read_json(os.path.join(sdir, "summary.json"))}
+           "input": paths.read_json(os.path.join(sdir, "summary.json"))}
     for key in ("preview", "files_preview"):
         (out["input"] or {}).pop(key, None)
     try:
@@ -209,7 +209,7 @@ def _worker_status(sdir: str) -> dict:
     try:
         answer = client.talk(sdir, {"op": "status"}, timeout=10)
     except (client.WorkerGone, client.WorkerDied, WorkerError):
-        manifest = client.read_json(os.path.join(sdir, "checkpoint", "manifest.json"), {})
+        manifest = paths.read_json(os.path.join(sdir, "checkpoint", "manifest.json"), {})
         return {"alive": False, "checkpointed_variables": sorted((manifest.get("vars") or {}))}
     answer.pop("ok", None)
     variables, total = answer.pop("variables", ([], 0))
@@ -224,7 +224,7 @@ def list_sessions() -> dict:
         if not paths.SESSION_ID_RE.match(name) or not os.path.isdir(sdir):
             continue  # a stray file or a leftover of a removal, not a session
         try:
-            meta = client.read_json(os.path.join(sdir, "session.json"))
+            meta = paths.read_json(os.path.join(sdir, "session.json"))
         except RLMError:
             meta = {"damaged": True}  # listed, so it can be found and stopped
         if not meta:

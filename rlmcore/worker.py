@@ -17,7 +17,6 @@ seconds without a request.
 """
 from __future__ import annotations
 
-import fcntl
 import hmac
 import json
 import os
@@ -32,12 +31,11 @@ import traceback
 from . import config
 from .checkpoint import Checkpointer
 from .errors import CheckpointError, RLMError
-from .paths import atomic_write, read_json_or
+from .paths import EXIT_LOCKED, atomic_write, read_json, read_json_or, read_key, try_lock
 from .runner import Captured, ExecTimeout, run_code
 from .namespace import Namespace
 
 GRACE_S = 5.0
-EXIT_LOCKED = 75  # another worker already serves this session
 PROGRESS_EVERY_S = 0.5
 
 
@@ -58,10 +56,8 @@ class Job:
 class Worker:
     def __init__(self, session_dir: str):
         self.dir = session_dir
-        with open(os.path.join(session_dir, "session.json"), "rb") as f:
-            self.meta = json.loads(f.read())
-        with open(os.path.join(session_dir, "key"), "rb") as f:
-            self.key = f.read().strip()
+        self.meta = read_json(os.path.join(session_dir, "session.json"))
+        self.key = read_key(session_dir).encode()
         self.cond = threading.Condition()
         self.jobs: queue.Queue = queue.Queue()
         self.running: Job | None = None
@@ -359,10 +355,8 @@ def listen(session_dir: str) -> socket.socket:
 
 
 def take_lock(session_dir: str):
-    fd = os.open(os.path.join(session_dir, "worker.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    fd = try_lock(session_dir)
+    if fd is None:
         os._exit(EXIT_LOCKED)
     return fd
 
