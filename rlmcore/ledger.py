@@ -169,7 +169,7 @@ def _guarded(method):
 class Ledger:
     def __init__(self, path: str, *, create: bool = False):
         self.path = os.path.abspath(path)
-        self.session = os.path.basename(os.path.dirname(self.path)) or "ID"
+        self.session = _session_of(self.path)  # None for a library ledger (rlm_helper)
         self.created = False  # True when this open made a new ledger: the caller sets its limits
         self._lock = threading.RLock()
         self._conn = None
@@ -506,11 +506,17 @@ def _damaged(path: str, why: str) -> LedgerError:
     )
 
 
+def _session_of(path: str):
+    """The id of the session whose ledger is at ``path``, or None (a library ledger)."""
+    folder = os.path.dirname(path)
+    return os.path.basename(folder) if os.path.basename(os.path.dirname(folder)) == "sessions" else None
+
+
 def _fresh_ledger_way(path: str) -> str:
     """How to start a fresh ledger at ``path``: a session's is made only when asked for, with its limits."""
-    folder = os.path.dirname(path)
-    if os.path.basename(os.path.dirname(folder)) == "sessions":
-        return (f"start a fresh one with its limits: 'rlm_repl.py budget --session {os.path.basename(folder)} "
+    session = _session_of(path)
+    if session is not None:
+        return (f"start a fresh one with its limits: 'rlm_repl.py budget --session {session} "
                 "--max-usd X' (and --max-calls, --max-tokens as you wish)")
     return "a fresh one is made at the next use"
 
@@ -624,7 +630,7 @@ def _public(amounts: dict) -> dict:
     return {"calls": amounts["calls"], "usd": amounts["usd"] / NANO, "tokens": amounts["tokens"]}
 
 
-def _refusal(session: str, limits: dict, spent: dict, reserved: dict, want: dict) -> BudgetExceeded | None:
+def _refusal(session, limits: dict, spent: dict, reserved: dict, want: dict) -> BudgetExceeded | None:
     over = [n for n in LIMITS if limits[n] is not None
             and spent[_SPENT_KEY[n]] + reserved[_SPENT_KEY[n]] + want[_SPENT_KEY[n]] > _to_units(n, limits[n])]
     if not over:
@@ -637,10 +643,11 @@ def _refusal(session: str, limits: dict, spent: dict, reserved: dict, want: dict
                      f"this request {_fmt(n, want[k])})")
     first = over[0]
     k = _SPENT_KEY[first]
+    raise_it = (f"'rlm_repl.py budget --session {session} {_FLAGS[first]}'" if session is not None
+                else f"rlm_helper.engine().ledger.set_limits({first}=...)")
     return BudgetExceeded(
         "request not sent: it would pass " + "; ".join(parts),
-        f"raise the limit with 'rlm_repl.py budget --session {session} {_FLAGS[first]}', "
-        "or ask for less: a smaller max_tokens or fewer calls",
+        f"raise the limit with {raise_it}, or ask for less: a smaller max_tokens or fewer calls",
         limit=first, spent=_from_units(first, spent[k]), reserved=_from_units(first, reserved[k]),
         requested=_from_units(first, want[k]), max=limits[first],
     )

@@ -259,6 +259,15 @@ def test_budget_exceeded_names_the_limit_the_amounts_and_how_to_raise_it(ledger)
     assert err.to_json()["limit"] == "max_usd" and err.to_json()["requested"] == 0.1
 
 
+def test_a_library_ledger_s_refusal_says_how_to_raise_its_limit_in_python(tmp_path):
+    (tmp_path / "library").mkdir(mode=0o700)
+    with Ledger(str(tmp_path / "library" / "ledger.sqlite"), create=True) as led:
+        led.set_limits(max_calls=0)
+        with pytest.raises(BudgetExceeded) as info:
+            led.reserve(usd=0.1, tokens=10)
+    assert "set_limits(max_calls=...)" in info.value.hint and "--session" not in info.value.hint
+
+
 def test_three_reservations_of_a_tenth_fit_a_limit_of_three_tenths(ledger):
     ledger.set_limits(max_usd=0.3)
     for _ in range(3):
