@@ -31,6 +31,7 @@ import time
 from urllib.parse import urlsplit
 
 from . import config, models
+from .ledger import answer_text
 from .errors import (
     APIConnectionError, APIError, APITimeoutError, AuthenticationError, BadRequestError,
     BillingError, ConfigError, InputError, ModelNotFoundError, OverloadedError,
@@ -108,8 +109,7 @@ class Response:
 
     def __init__(self, raw: dict, request_id, attempts: int, latency_s: float):
         self.raw = raw
-        blocks = raw.get("content") or []
-        self.text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        self.text = answer_text(raw)
         self.stop_reason = raw.get("stop_reason")
         self.truncated = self.stop_reason == "max_tokens"
         self.usage = dict(raw.get("usage") or {})

@@ -464,11 +464,12 @@ class Ledger:
                 raise LedgerError(f"no exec {exec_id} in the ledger {self.path}")
 
     @_guarded
-    def interrupt_running_execs(self) -> int:
-        """Mark execs still 'running' as 'interrupted' (their worker died); returns how many."""
+    def interrupt_running_execs(self) -> list:
+        """Mark execs still 'running' as 'interrupted' (their worker died); return their ids."""
         with self._write() as db:
-            return db.execute("UPDATE execs SET outcome = 'interrupted', ended = ? WHERE outcome = 'running'",
-                              (time.time(),)).rowcount
+            ids = [i for (i,) in db.execute("SELECT id FROM execs WHERE outcome = 'running' ORDER BY id")]
+            db.execute("UPDATE execs SET outcome = 'interrupted', ended = ? WHERE outcome = 'running'", (time.time(),))
+            return ids
 
     @_guarded
     def execs(self, limit: int | None = None) -> list:
@@ -543,6 +544,12 @@ def _dead_pids(db) -> list:
     me = os.getpid()
     return [pid for (pid,) in db.execute("SELECT DISTINCT pid FROM reservations WHERE pid != ?", (me,))
             if not _alive(pid)]
+
+
+def answer_text(message: dict) -> str:
+    """The text of a Messages API answer: its ``text`` blocks joined (thinking and tool blocks left out)."""
+    blocks = message.get("content") or []
+    return "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
 
 
 def _lost_calls(db, dead: list) -> list:

@@ -102,9 +102,7 @@ class Namespace:
         """Ids of execs a dead worker left 'running'; they are marked interrupted."""
         if self.ledger is None:
             return []
-        running = [e["id"] for e in self.ledger.execs(limit=20) if e["outcome"] == "running"]
-        self.ledger.interrupt_running_execs()
-        return running
+        return self.ledger.interrupt_running_execs()
 
     def begin_exec(self, code: str, dry_run: bool, parent_call_id=None) -> int:
         if self.ledger is None:

@@ -48,6 +48,7 @@ import uuid
 
 from . import config, models
 from .api import Client, build_body, is_slow_down
+from .ledger import answer_text
 from .batch import AdaptiveLimiter, run_ordered
 from .errors import (
     APIError, AuthenticationError, BatchError, BillingError, BudgetExceeded, ConfigError, InputError,
@@ -138,7 +139,7 @@ def _marker(error: RLMError) -> str:
 
 
 def _answer(response: dict, max_tokens: int) -> str:
-    text = "".join(b.get("text", "") for b in response.get("content") or [] if b.get("type") == "text")
+    text = answer_text(response)
     note = _STOP_NOTES.get(response.get("stop_reason"))
     if note:
         text += f"\n[llm_query: {note.format(max_tokens=max_tokens)}]"

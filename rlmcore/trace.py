@@ -49,7 +49,7 @@ import time
 
 from . import paths
 from .errors import InputError
-from .ledger import SUMMARY_KEYS, Ledger
+from .ledger import SUMMARY_KEYS, Ledger, answer_text
 
 EXECS_SHOWN = 20  # execs in the default answer (the most recent)
 SLOWEST = 5  # slowest calls listed, in total and (full detail) per exec
@@ -364,11 +364,9 @@ def _answers(ledger, call_ids: list) -> dict:
     queries = [(_ANSWERS.format(marks=",".join("?" * len(ids))), tuple(ids)) for ids in chunks]
     for call_id, blob in (row for rows in ledger.select(*queries) for row in rows):
         try:
-            content = json.loads(blob).get("content") or []
-        except ValueError:
+            out[call_id] = _clip(answer_text(json.loads(blob)), ANSWER_CHARS)
+        except (ValueError, AttributeError):
             continue
-        text = "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-        out[call_id] = _clip(text, ANSWER_CHARS)
     return out
 
 

@@ -464,7 +464,7 @@ def test_exec_history_records_outcomes_and_marks_running_execs_interrupted(ledge
     second = ledger.begin_exec("while True: pass")
     assert [e["outcome"] for e in ledger.execs()] == ["error", "running"]
 
-    assert ledger.interrupt_running_execs() == 1
+    assert ledger.interrupt_running_execs() == [second]
     history = ledger.execs()
     assert history[0] == dict(history[0], id=first, code="print(1)", outcome="error", stdout_chars=12,
                               error_type="ZeroDivisionError")
