@@ -368,13 +368,8 @@ class LocalExecutor:
         print(f"[final answer set: {len(self.final):,} characters]")
 
     def FINAL_VAR(self, name) -> None:
-        if not isinstance(name, str):
-            raise TypeError("FINAL_VAR takes the variable's NAME as a string, e.g. FINAL_VAR('answer')")
-        for scope in (sys._getframe(1).f_locals, self.ns):
-            if name in scope:
-                return self.FINAL(scope[name])
-        names = sorted(n for n in self.ns if not n.startswith("_") and n not in self.injected)
-        raise NameError(f"FINAL_VAR: no variable named {name!r}. Variables that exist: {', '.join(names) or '(none)'}")
+        from .namespace import find_var
+        self.FINAL(find_var(name, sys._getframe(1).f_locals, self.ns, self.injected))
 
     def run(self, code: str, parent_call_id) -> Step:
         self.runs += 1

@@ -38,6 +38,20 @@ def final_text(value) -> str:
         return repr(value)
 
 
+def find_var(name, caller_locals: dict, ns: dict, skip) -> object:
+    """FINAL_VAR's look-up: the variable called ``name``, locals first; a clear error when there is none."""
+    if not isinstance(name, str):
+        raise TypeError("FINAL_VAR takes the variable's NAME as a string, e.g. FINAL_VAR('answer'); "
+                        "to hand over a value directly use FINAL(value)")
+    for scope in (caller_locals, ns):
+        if name in scope:
+            return scope[name]
+    names = sorted(n for n, v in ns.items()
+                   if not n.startswith("_") and n not in skip and not isinstance(v, types.ModuleType))
+    raise NameError(f"FINAL_VAR: no variable named {name!r}. Variables that exist: "
+                    f"{', '.join(names[:40]) or '(none)'}")
+
+
 def size_of(value):
     if isinstance(value, (types.ModuleType, types.FunctionType, type)):
         return None
@@ -227,15 +241,7 @@ class Namespace:
 
     def FINAL_VAR(self, name) -> None:
         """Set the final answer to the variable called ``name`` (a string): locals first, then globals."""
-        if not isinstance(name, str):
-            raise TypeError("FINAL_VAR takes the variable's NAME as a string, e.g. FINAL_VAR('answer'); "
-                            "to hand over a value directly use FINAL(value)")
-        caller = sys._getframe(1)
-        for scope in (caller.f_locals, self.ns):
-            if name in scope:
-                return self.FINAL(scope[name])
-        names = ", ".join(sorted(self.user_names())[:40]) or "(none)"
-        raise NameError(f"FINAL_VAR: no variable named {name!r}. Variables that exist: {names}")
+        self.FINAL(find_var(name, sys._getframe(1).f_locals, self.ns, self.injected_names()))
 
     def budget(self) -> dict:
         """The spend so far and the limits of this session (calls, USD, tokens)."""
