@@ -198,12 +198,8 @@ def _to_error(f: _Failure, attempts: int, model: str, base_url: str, key) -> API
     if f.status is None:
         hint = (f"check the network and ANTHROPIC_BASE_URL ({base_url})" if not f.timeout
                 else "try again later, send smaller requests or a smaller max_tokens")
-    err = cls(message, hint, status=f.status, api_type=f.api_type, request_id=f.request_id,
-              retryable=_retryable(f), retry_after=_retry_after(f.headers), attempts=attempts)
-    err.attempts = attempts
-    # The request reached the server and no answer came back: it may be billed.
-    err.sent = f.sent
-    return err
+    return cls(message, hint, status=f.status, api_type=f.api_type, request_id=f.request_id,
+               retryable=_retryable(f), retry_after=_retry_after(f.headers), attempts=attempts, sent=f.sent)
 
 
 def _redact(text: str, key) -> str:

@@ -108,15 +108,19 @@ class APIError(RLMError):
     """A Messages API request failed for good (after any retries).
 
     ``status`` is the HTTP status (None for connection errors and timeouts),
-    ``api_type`` the API's own error type, ``request_id`` its request id.
+    ``api_type`` the API's own error type, ``request_id`` its request id,
+    ``attempts`` how many were made, ``sent`` whether the last one reached the
+    server without an answer coming back (so it may have been billed).
     """
 
     type = "api_error"
 
     def __init__(self, message, hint=None, *, status=None, api_type=None,
-                 request_id=None, retryable=False, retry_after=None, **details):
+                 request_id=None, retryable=False, retry_after=None, sent=False, **details):
         super().__init__(message, hint, status=status, api_type=api_type,
                          request_id=request_id, **details)
+        self.attempts = details.get("attempts", 1)
+        self.sent = sent
         self.status = status
         self.api_type = api_type
         self.request_id = request_id

@@ -422,7 +422,7 @@ class _Send:
             response = e.client.send(item.body, on_retry=self._on_retry,
                                      slow_down_retries=SLOW_DOWN_RETRIES if self.limiter else 0)
         except APIError as exc:
-            if getattr(exc, "sent", False) and exc is not self.counted:
+            if exc.sent and exc is not self.counted:
                 self.unanswered += 1
             return self._settle(None, exc, started)
         except BaseException as exc:
@@ -437,7 +437,7 @@ class _Send:
     def _on_retry(self, attempt, error) -> None:
         if self.halt is not None and self.halt.error is not None:
             raise error from None  # the batch was stopped meanwhile: report this item's own failure
-        if getattr(error, "sent", False):
+        if error.sent:
             self.unanswered += 1
             self.counted = error
             try:
@@ -462,13 +462,13 @@ class _Send:
         usage["output_tokens"] = usage.get("output_tokens", 0) + self.unanswered * item.max_tokens
         record = e._record(
             item, self.index, self.batch_id, status="ok" if error is None else "error", usd=usd,
-            attempts=response.attempts if response is not None else getattr(error, "attempts", 1),
+            attempts=response.attempts if response is not None else error.attempts,
             latency_s=round(e.clock() - started, 6), started=started,
             input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"],
             cache_read_input_tokens=usage.get("cache_read_input_tokens") or 0,
             cache_creation_input_tokens=usage.get("cache_creation_input_tokens") or 0,
             stop_reason=response.stop_reason if response is not None else None,
-            request_id=response.request_id if response is not None else getattr(error, "request_id", None),
+            request_id=response.request_id if response is not None else error.request_id,
             error_type=error.type if error is not None else None,
             error=error.message if error is not None else None)
         call_id = e.ledger.finish_call(self.reservations[0], request_hash=item.hash,
