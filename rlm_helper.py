@@ -48,7 +48,7 @@ def _open_ledger(ledger_path=None, session=None):
     from rlmcore import config, paths
     from rlmcore.ledger import Ledger
     if session is not None:
-        return Ledger(os.path.join(paths.session_dir(session), "ledger.sqlite"))
+        return Ledger(paths.ledger_path(paths.session_dir(session)))
     ledger = Ledger(ledger_path or _library_ledger_path(), create=True)
     if ledger.created:
         ledger.set_limits(**config.default_limits())

@@ -456,7 +456,7 @@ def run_session(session_id: str, question: str, *, model=None, max_iterations=No
     started = time.time()
     ledger = None
     if engine is None:
-        ledger = Ledger(os.path.join(sdir, "ledger.sqlite"))
+        ledger = Ledger(paths.ledger_path(sdir))
         engine = Engine(ledger)
     try:
         result = run_loop(question, SessionExecutor(session_id), engine=engine,

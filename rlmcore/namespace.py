@@ -21,7 +21,7 @@ from . import config
 from .errors import LedgerError, RLMError
 from .helpers import make_helpers
 from .inputs import bind_inputs
-from .paths import atomic_write, read_json_or
+from .paths import atomic_write, ledger_path, read_json_or
 from .runner import format_error
 
 VARIABLES_SHOWN = 50
@@ -100,7 +100,7 @@ class Namespace:
         from .subcalls import Engine
         self.ledger, self.ledger_error, self.engine = None, None, None
         try:
-            self.ledger = Ledger(os.path.join(self.dir, "ledger.sqlite"))
+            self.ledger = Ledger(ledger_path(self.dir))
             self.engine = Engine(self.ledger, model=self.meta.get("model"))
             import rlm_helper  # code in the REPL that imports the library gets this session's engine
             rlm_helper.use_engine(self.engine)

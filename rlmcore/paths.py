@@ -79,6 +79,10 @@ def check_trusted_dir(path: str) -> None:
         )
 
 
+def ledger_path(session_dir: str) -> str:
+    return os.path.join(session_dir, "ledger.sqlite")
+
+
 EXIT_LOCKED = 75  # a worker's exit status when another worker already holds the session's lock
 
 

@@ -99,7 +99,7 @@ def _create_ledger(sdir: str, limits: dict) -> dict:
     from .ledger import Ledger
     merged = config.default_limits()
     merged.update(limits)  # None lifts a limit
-    ledger = Ledger(os.path.join(sdir, "ledger.sqlite"), create=True)
+    ledger = Ledger(paths.ledger_path(sdir), create=True)
     try:
         ledger.set_limits(**merged)
         return ledger.budget()
@@ -180,7 +180,7 @@ def final_text(session_id: str) -> str:
 
 def _ledger(sdir: str):
     from .ledger import Ledger
-    return Ledger(os.path.join(sdir, "ledger.sqlite"))
+    return Ledger(paths.ledger_path(sdir))
 
 
 def status(session_id: str) -> dict:
@@ -260,7 +260,7 @@ def _spent_usd(sdir: str):
 def budget(session_id: str, limits: dict) -> dict:
     sdir = paths.session_dir(session_id)
     notes = []
-    path = os.path.join(sdir, "ledger.sqlite")
+    path = paths.ledger_path(sdir)
     if limits and not os.path.lexists(path):
         # The way out of a damaged ledger (moved aside): a fresh one, made only when limits are given.
         _create_ledger(sdir, limits)

@@ -132,7 +132,7 @@ def trace(session_id: str, *, full: bool = False, html: str | None = None) -> di
     """The ``trace`` command: the summary (full detail with ``full``), and the report written to ``html``."""
     sdir = paths.session_dir(session_id)
     out_path = _html_target(html) if html else None
-    ledger = Ledger(os.path.join(sdir, "ledger.sqlite"))
+    ledger = Ledger(paths.ledger_path(sdir))
     try:
         data = collect(ledger, full=full or bool(html))
         calls = ledger.select((_WATERFALL, ()))[0] if html else None
