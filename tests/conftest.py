@@ -53,7 +53,8 @@ def isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-never-real")
     monkeypatch.setenv("RLM_IDLE_EXIT", "300")
     for name in ("RLM_DRY_RUN", "RLM_MODEL", "RLM_MAX_CALLS", "RLM_MAX_USD", "RLM_MAX_TOKENS", "RLM_CONCURRENCY",
-                 "RLM_STDOUT_MAX", "RLM_EXEC_TIMEOUT", "RLM_API_TIMEOUT", "RLM_PROGRESS", "RLM_DEBUG"):
+                 "RLM_STDOUT_MAX", "RLM_EXEC_TIMEOUT", "RLM_API_TIMEOUT", "RLM_PROGRESS", "RLM_DEBUG",
+                 "RLM_CHECKPOINT_MAX_MB"):
         monkeypatch.delenv(name, raising=False)
     yield home
     kill_workers(home)

@@ -137,6 +137,16 @@ def test_long_output_shows_head_and_tail_and_spills_the_whole_to_a_file(logfile)
     assert out["stdout_chars"] == len(full)
 
 
+def test_long_stderr_follows_the_same_rules_as_stdout(logfile):
+    start(logfile)
+    out = run("t1", "import sys\nfor i in range(20000): print(f'warn {i}', file=sys.stderr)",
+              env={"RLM_STDOUT_MAX": "2000"})
+    assert out["stderr_truncated"] is True and out["stdout"] == ""
+    assert out["stderr"].startswith("warn 0\n") and out["stderr"].rstrip().endswith("warn 19999")
+    assert "left out" in out["stderr"] and len(out["stderr"]) < 2500
+    assert open(out["stderr_path"], encoding="utf-8").read() == "".join(f"warn {i}\n" for i in range(20000))
+
+
 def test_exception_reports_the_users_lines_and_keeps_earlier_variables(logfile):
     start(logfile)
     out = run("t1", "kept = 7\ndef f():\n    raise ValueError('boom')\nf()")
@@ -310,8 +320,10 @@ def test_status_list_and_stop(logfile):
     status = ok("status", "--session", "t1")
     assert status["worker"]["alive"] is True and status["final"] is False
     assert status["worker"]["variables"][0]["name"] == "x"
-    listed = ok("list")
-    assert [s["session"] for s in listed["sessions"]] == ["t1"]
+    run("t1", "FINAL('done')")
+    (row,) = ok("list")["sessions"]
+    assert row["session"] == "t1" and row["final"] is True and row["usd"] == 0
+    assert row["created"] <= row["last_used"] <= time.time()
     stopped = ok("stop", "--session", "t1", "--keep")
     assert stopped["stopped"] is True and os.path.isdir(status["session_dir"])
     assert ok("status", "--session", "t1")["worker"]["alive"] is False
